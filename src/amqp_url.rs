@@ -1,0 +1,276 @@
+//! Broker URLs: validated once at start so that a typo is refused with its place in the config,
+//! and shown everywhere (logs, errors) with the password hidden.
+
+use std::fmt;
+
+/// An `amqp://user:password@host:port/vhost?options` URL that amiquip will accept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    raw: String,
+    host: String,
+    port: u16,
+    has_password: bool,
+    has_path: bool,
+    options: Vec<(String, String)>,
+}
+
+/// Why a broker URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// Only plain `amqp://` is built in; TLS belongs to a proxy or a sidecar.
+    Scheme(String),
+    /// No host between `@` and the port or path.
+    MissingHost,
+    /// The port is not a number from 1 to 65535.
+    Port(String),
+    /// More than one path segment: the path names exactly one vhost.
+    Path(String),
+    /// A query option amiquip does not know, or a value that is not a number.
+    Option(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::Scheme(s) => write!(
+                f,
+                "scheme {s:?} is not supported: use amqp:// (terminate TLS in front of the broker)"
+            ),
+            UrlError::MissingHost => f.write_str("the URL names no host"),
+            UrlError::Port(p) => write!(f, "port {p:?} is not a number from 1 to 65535"),
+            UrlError::Path(p) => write!(f, "path {p:?} must name one vhost, like /myvhost"),
+            UrlError::Option(o) => write!(
+                f,
+                "option {o:?} is not one of heartbeat, channel_max, connection_timeout (numbers)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+impl BrokerUrl {
+    pub fn parse(raw: &str) -> Result<BrokerUrl, UrlError> {
+        let raw = raw.trim();
+        let rest = match raw.split_once("://") {
+            Some(("amqp", rest)) => rest,
+            Some((scheme, _)) => return Err(UrlError::Scheme(scheme.to_string())),
+            None => return Err(UrlError::Scheme(raw.to_string())),
+        };
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (rest, ""),
+        };
+        let (authority, path) = match before_query.find('/') {
+            Some(i) => before_query.split_at(i),
+            None => (before_query, ""),
+        };
+        if path.len() > 1 && path[1..].contains('/') {
+            return Err(UrlError::Path(path.to_string()));
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        if host.is_empty() {
+            return Err(UrlError::MissingHost);
+        }
+        let mut options = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let known = matches!(key, "heartbeat" | "channel_max" | "connection_timeout");
+            if !known || value.parse::<u64>().is_err() {
+                return Err(UrlError::Option(pair.to_string()));
+            }
+            options.push((key.to_string(), value.to_string()));
+        }
+        Ok(BrokerUrl {
+            raw: raw.to_string(),
+            host: host.to_string(),
+            port,
+            has_password: userinfo.is_some_and(|u| u.contains(':')),
+            has_path: !path.is_empty(),
+            options,
+        })
+    }
+
+    /// The URL exactly as configured (with its password): for dialling and for `-c` only.
+    pub fn as_configured(&self) -> &str {
+        &self.raw
+    }
+
+    /// `text` with this URL's password replaced, for error messages of libraries that print
+    /// the URL they were given.
+    pub fn scrub(&self, text: &str) -> String {
+        match self.password() {
+            Some(password) if !password.is_empty() => text.replace(password, "***"),
+            _ => text.to_string(),
+        }
+    }
+
+    fn password(&self) -> Option<&str> {
+        let rest = self.raw.split_once("://")?.1;
+        let userinfo = &rest[..rest.rfind('@')?];
+        Some(userinfo.split_once(':')?.1)
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The URL to dial: the configured one, with our heartbeat and connect timeout added
+    /// unless the URL sets its own.
+    pub fn dial_url(&self, heartbeat_secs: u16, connect_timeout_ms: u64) -> String {
+        let mut url = self.raw.clone();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if !self.has_path {
+            // amiquip needs a path before the query to read the vhost; "/" is the default vhost.
+            if let Some(i) = url.find('?') {
+                url.insert(i, '/');
+            } else {
+                url.push('/');
+            }
+        }
+        for (key, value) in [
+            ("heartbeat", heartbeat_secs.to_string()),
+            ("connection_timeout", connect_timeout_ms.to_string()),
+        ] {
+            if !self.options.iter().any(|(k, _)| k == key) {
+                url.push(sep);
+                url.push_str(key);
+                url.push('=');
+                url.push_str(&value);
+                sep = '&';
+            }
+        }
+        url
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return Err(UrlError::MissingHost),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => 5672,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(UrlError::Port(p.to_string())),
+        },
+    };
+    Ok((host, port))
+}
+
+/// Shown with the password replaced, so that a URL can go into any log line.
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.has_password {
+            return f.write_str(&self.raw);
+        }
+        let (scheme, rest) = self.raw.split_once("://").unwrap_or(("amqp", &self.raw));
+        let at = rest.rfind('@').unwrap_or(0);
+        let user = rest[..at].split(':').next().unwrap_or("");
+        write!(f, "{scheme}://{user}:***@{}", &rest[at + 1..])
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_original_default() {
+        let url = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/").unwrap();
+        assert_eq!(url.address(), "127.0.0.1:5672");
+        assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/");
+        assert_eq!(url.as_configured(), "amqp://guest:guest@127.0.0.1:5672/");
+    }
+
+    #[test]
+    fn defaults_the_port_and_hides_passwords_with_at_signs() {
+        let url = BrokerUrl::parse("amqp://u:p%40ss@broker/vh").unwrap();
+        assert_eq!(url.address(), "broker:5672");
+        assert_eq!(url.to_string(), "amqp://u:***@broker/vh");
+        assert!(!url.to_string().contains("p%40ss"));
+        assert_eq!(
+            url.scrub("failed: amqp://u:p%40ss@broker/vh"),
+            "failed: amqp://u:***@broker/vh"
+        );
+    }
+
+    #[test]
+    fn refuses_what_amiquip_would_refuse_later() {
+        assert!(matches!(
+            BrokerUrl::parse("amqps://h/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("http://h/"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("127.0.0.1:5672"),
+            Err(UrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h:99999/"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h:x/"),
+            Err(UrlError::Port(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp:///"),
+            Err(UrlError::MissingHost)
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h/a/b"),
+            Err(UrlError::Path(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h/?frame=1"),
+            Err(UrlError::Option(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h/?heartbeat=x"),
+            Err(UrlError::Option(_))
+        ));
+    }
+
+    #[test]
+    fn dial_url_adds_missing_tuning_only() {
+        let url = BrokerUrl::parse("amqp://h:1/").unwrap();
+        assert_eq!(
+            url.dial_url(10, 3000),
+            "amqp://h:1/?heartbeat=10&connection_timeout=3000"
+        );
+        let url = BrokerUrl::parse("amqp://h?heartbeat=5").unwrap();
+        assert_eq!(
+            url.dial_url(10, 3000),
+            "amqp://h/?heartbeat=5&connection_timeout=3000"
+        );
+        let url = BrokerUrl::parse("amqp://[::1]:5673/v").unwrap();
+        assert_eq!(url.address(), "[::1]:5673");
+    }
+}

@@ -1,0 +1,381 @@
+//! Broker connections: every configured node is dialled and kept up by a supervisor thread that
+//! re-dials with backoff; streams get channels round-robin over the connections that are up, and
+//! a node whose connections have run out of channels gets another connection.
+
+use crate::amqp_url::BrokerUrl;
+use crate::metrics::Metrics;
+use amiquip::{Channel, Connection, ConnectionBlockedNotification, ConnectionTuning};
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+/// How long a TCP connect plus AMQP handshake may take before the dial counts as failed.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Bound of amiquip's queue from channels to a connection's I/O thread; acks of many streams
+/// share it.
+const MEM_CHANNEL_BOUND: usize = 256;
+const SUPERVISOR_STACK: usize = 256 * 1024;
+
+/// Why no channel could be had.
+#[derive(Debug)]
+pub enum BrokerError {
+    /// No broker connection is up.
+    Unavailable,
+    /// Connections are up but opening a channel failed.
+    Channel(String),
+}
+
+impl fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerError::Unavailable => f.write_str("broker: no connection available"),
+            BrokerError::Channel(e) => write!(f, "broker: cannot open channel: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// All broker connections of this server.
+pub struct Broker {
+    nodes: Vec<Arc<Node>>,
+    cursor: AtomicUsize,
+    heartbeat: u16,
+    metrics: Arc<Metrics>,
+    closing: AtomicBool,
+    /// Dropped on shutdown, which wakes supervisors sleeping between dials.
+    wake: Mutex<Option<Sender<()>>>,
+    woken: Receiver<()>,
+    next_link_id: AtomicU64,
+}
+
+struct Node {
+    url: BrokerUrl,
+    links: Mutex<Vec<Arc<Link>>>,
+    /// Held while dialling an extra connection, so that a burst of requests adds one, not many.
+    extra_dial: Mutex<()>,
+}
+
+/// One AMQP connection.
+struct Link {
+    id: u64,
+    connection: Mutex<Option<Connection>>,
+}
+
+/// A channel together with the name of the connection it came from, for logs.
+pub struct Lease {
+    pub channel: Channel,
+    pub broker: String,
+}
+
+impl Broker {
+    /// Starts one supervisor per node; returns at once (nodes connect in the background).
+    pub fn start(nodes: &[BrokerUrl], heartbeat: u16, metrics: Arc<Metrics>) -> Arc<Broker> {
+        let (wake, woken) = crossbeam_channel::bounded(0);
+        let broker = Arc::new(Broker {
+            nodes: nodes
+                .iter()
+                .map(|url| {
+                    Arc::new(Node {
+                        url: url.clone(),
+                        links: Mutex::new(Vec::new()),
+                        extra_dial: Mutex::new(()),
+                    })
+                })
+                .collect(),
+            cursor: AtomicUsize::new(0),
+            heartbeat,
+            metrics,
+            closing: AtomicBool::new(false),
+            wake: Mutex::new(Some(wake)),
+            woken,
+            next_link_id: AtomicU64::new(1),
+        });
+        for (index, node) in broker.nodes.iter().enumerate() {
+            let broker = Arc::clone(&broker);
+            let node = Arc::clone(node);
+            let spawned = thread::Builder::new()
+                .name(format!("broker-{index}"))
+                .stack_size(SUPERVISOR_STACK)
+                .spawn(move || broker.supervise(&node));
+            if let Err(e) = spawned {
+                warn!("cannot start the supervisor of broker node {index}: {e}");
+            }
+        }
+        broker
+    }
+
+    /// A new channel on the next connection in turn.
+    pub fn open_channel(&self) -> Result<Lease, BrokerError> {
+        let links: Vec<(Arc<Node>, Arc<Link>)> = self
+            .nodes
+            .iter()
+            .flat_map(|node| {
+                lock(&node.links)
+                    .iter()
+                    .map(|link| (Arc::clone(node), Arc::clone(link)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if links.is_empty() {
+            return Err(BrokerError::Unavailable);
+        }
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        let mut full_node = None;
+        for i in 0..links.len() {
+            let (node, link) = &links[(start + i) % links.len()];
+            match link.open_channel() {
+                Ok(channel) => return Ok(self.lease(node, channel)),
+                Err(OpenError::Exhausted) => full_node = full_node.or(Some(Arc::clone(node))),
+                Err(OpenError::Gone) => {}
+                Err(OpenError::Amqp(e)) => last_error = Some(node.url.scrub(&e.to_string())),
+            }
+        }
+        if let Some(node) = full_node {
+            let channel = self.open_on_extra_link(&node)?;
+            return Ok(self.lease(&node, channel));
+        }
+        Err(last_error.map_or(BrokerError::Unavailable, BrokerError::Channel))
+    }
+
+    fn lease(&self, node: &Node, channel: Channel) -> Lease {
+        Lease {
+            channel,
+            broker: node.url.address(),
+        }
+    }
+
+    /// Every connection of `node` has used its negotiated `channel_max`: open one more.
+    fn open_on_extra_link(self: &Broker, node: &Arc<Node>) -> Result<Channel, BrokerError> {
+        let _one_at_a_time = lock(&node.extra_dial);
+        // Another request may have added a connection while this one waited.
+        for link in lock(&node.links).clone() {
+            if let Ok(channel) = link.open_channel() {
+                return Ok(channel);
+            }
+        }
+        let (link, blocked) = self
+            .dial(node)
+            .map_err(|e| BrokerError::Channel(format!("extra connection to {}: {e}", node.url)))?;
+        info!(
+            "opened an extra connection to {} (all channels in use)",
+            node.url
+        );
+        let channel = link.open_channel().map_err(|e| match e {
+            OpenError::Amqp(e) => BrokerError::Channel(node.url.scrub(&e.to_string())),
+            _ => BrokerError::Unavailable,
+        })?;
+        self.attach(node, &link);
+        let watched = Arc::clone(node);
+        let metrics = Arc::clone(&self.metrics);
+        let spawned = thread::Builder::new()
+            .name("broker-extra".into())
+            .stack_size(SUPERVISOR_STACK)
+            .spawn(move || {
+                watch(&blocked, &watched.url);
+                detach(&watched, &link, &metrics);
+                debug!("extra connection to {} closed", watched.url);
+            });
+        if let Err(e) = spawned {
+            warn!("cannot watch the extra connection to {}: {e}", node.url);
+        }
+        Ok(channel)
+    }
+
+    /// Keeps one connection to `node` up until shutdown.
+    fn supervise(&self, node: &Arc<Node>) {
+        let mut backoff = Backoff::new();
+        while !self.closing.load(Ordering::Acquire) {
+            match self.dial(node) {
+                Ok((link, blocked)) => {
+                    info!("connected to broker {}", node.url);
+                    backoff.reset();
+                    self.attach(node, &link);
+                    watch(&blocked, &node.url);
+                    detach(node, &link, &self.metrics);
+                    if self.closing.load(Ordering::Acquire) {
+                        break;
+                    }
+                    warn!("lost connection to broker {}", node.url);
+                }
+                Err(e) => warn!("cannot connect to broker {}: {e}", node.url),
+            }
+            let delay = backoff.next_delay();
+            info!(
+                "re-dialling broker {} in {:.1} s",
+                node.url,
+                delay.as_secs_f32()
+            );
+            // Returns at once on shutdown, when the sender is dropped.
+            let _ = self.woken.recv_timeout(delay);
+        }
+    }
+
+    fn dial(
+        &self,
+        node: &Node,
+    ) -> Result<(Arc<Link>, Receiver<ConnectionBlockedNotification>), String> {
+        let url = node.url.dial_url(self.heartbeat, CONNECT_TIMEOUT_MS);
+        let tuning = ConnectionTuning::default().mem_channel_bound(MEM_CHANNEL_BOUND);
+        let mut connection = Connection::insecure_open_tuned(&url, tuning)
+            .map_err(|e| node.url.scrub(&e.to_string()))?;
+        // The sender of this channel lives in the connection's I/O thread: when the connection
+        // dies for any reason, the receiver disconnects. That is our death notice.
+        let blocked = connection
+            .listen_for_connection_blocked()
+            .map_err(|e| node.url.scrub(&e.to_string()))?;
+        let link = Arc::new(Link {
+            id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
+            connection: Mutex::new(Some(connection)),
+        });
+        Ok((link, blocked))
+    }
+
+    fn attach(&self, node: &Node, link: &Arc<Link>) {
+        lock(&node.links).push(Arc::clone(link));
+        self.metrics
+            .broker_connections
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops re-dialling and closes every connection (unacked messages return to their queues).
+    pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        lock(&self.wake).take();
+        for node in &self.nodes {
+            for link in lock(&node.links).clone() {
+                if let Some(connection) = lock(&link.connection).take() {
+                    if let Err(e) = connection.close() {
+                        debug!(
+                            "closing connection to {}: {}",
+                            node.url,
+                            node.url.scrub(&e.to_string())
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum OpenError {
+    /// The connection has used all its channel ids.
+    Exhausted,
+    /// The connection is already closed.
+    Gone,
+    Amqp(amiquip::Error),
+}
+
+impl Link {
+    fn open_channel(&self) -> Result<Channel, OpenError> {
+        let mut connection = lock(&self.connection);
+        let connection = connection.as_mut().ok_or(OpenError::Gone)?;
+        connection.open_channel(None).map_err(|e| match e {
+            amiquip::Error::ExhaustedChannelIds => OpenError::Exhausted,
+            e => OpenError::Amqp(e),
+        })
+    }
+}
+
+/// Blocks until the connection behind `blocked` is gone, logging flow-control notices meanwhile.
+fn watch(blocked: &Receiver<ConnectionBlockedNotification>, url: &BrokerUrl) {
+    while let Ok(notice) = blocked.recv() {
+        match notice {
+            ConnectionBlockedNotification::Blocked(reason) => {
+                warn!("broker {url} blocked this connection: {reason}")
+            }
+            ConnectionBlockedNotification::Unblocked => {
+                info!("broker {url} unblocked this connection")
+            }
+        }
+    }
+}
+
+fn detach(node: &Node, link: &Arc<Link>, metrics: &Metrics) {
+    let was_attached = {
+        let mut links = lock(&node.links);
+        let before = links.len();
+        links.retain(|l| l.id != link.id);
+        links.len() != before
+    };
+    if was_attached {
+        metrics.broker_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    // The I/O thread has ended, so this join returns at once.
+    drop(lock(&link.connection).take());
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (a list of
+/// connections) is still usable, and one stream's panic must not stop the others.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// 1 s doubling to 30 s, each delay moved by up to ±20 % so that many servers do not re-dial
+/// a recovering broker in the same instant.
+struct Backoff {
+    next: Duration,
+    random: RandomState,
+    draws: u64,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const LAST: Duration = Duration::from_secs(30);
+
+    fn new() -> Backoff {
+        Backoff {
+            next: Self::FIRST,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::LAST);
+        let mut hasher = self.random.build_hasher();
+        hasher.write_u64(self.draws);
+        self.draws += 1;
+        let unit = (hasher.finish() % 10_001) as f64 / 10_000.0; // 0.0 ..= 1.0
+        base.mul_f64(0.8 + 0.4 * unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_thirty_seconds_with_jitter() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
+        assert!(
+            delays[0] >= Duration::from_millis(800) && delays[0] <= Duration::from_millis(1200)
+        );
+        assert!(
+            delays[1] >= Duration::from_millis(1600) && delays[1] <= Duration::from_millis(2400)
+        );
+        for d in &delays[5..] {
+            assert!(
+                *d >= Duration::from_secs(24) && *d <= Duration::from_secs(36),
+                "{d:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(1200));
+    }
+}

@@ -1,0 +1,77 @@
+//! eventsourced: pushes RabbitMQ messages to browsers as Server-Sent Events.
+//! `main` only wires things up; every module says what it does.
+
+mod amqp_url;
+mod broker;
+mod cli;
+mod clock;
+mod config;
+mod logging;
+mod metrics;
+mod pattern;
+mod publish;
+mod queue;
+mod registry;
+mod response;
+mod server;
+mod signals;
+mod sse;
+mod stream;
+
+use std::process::ExitCode;
+
+const VERSION: &str = concat!(
+    "eventsourced ",
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("EVENTSOURCED_COMMIT"),
+    ", ",
+    env!("EVENTSOURCED_TARGET"),
+    ")"
+);
+
+fn main() -> ExitCode {
+    let args: cli::Args = argh::from_env();
+    if args.version {
+        println!("{VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    // Before any thread exists, so that only the signal thread receives SIGINT and SIGTERM.
+    signals::block();
+    logging::init(args.log_level.as_deref());
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
+    let search = match args.config {
+        Some(path) => config::Search::File(path),
+        None => config::Search::Default,
+    };
+    let config = config::load(search)?;
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return Ok(());
+    }
+    if let Some(cli::Command::Publish(publish)) = &args.command {
+        return Ok(publish::publish(&config, publish)?);
+    }
+    log::info!("{VERSION} starting");
+    if config.sources.is_empty() {
+        log::warn!("no configuration file found; using the defaults (see -c)");
+    } else {
+        log::info!("configuration from {}", config.sources.join(", "));
+    }
+    let nodes: Vec<String> = config.broker.node.iter().map(ToString::to_string).collect();
+    log::info!("broker nodes: {}", nodes.join(", "));
+    let server = server::Server::new(config);
+    let stopper = server.stopper();
+    signals::on_stop(move || stopper.stop());
+    server.run()?;
+    Ok(())
+}

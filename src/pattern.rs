@@ -1,0 +1,338 @@
+//! The queue-name pattern (`queue.pattern`): which parts of a request name the client's queue.
+//!
+//! Parsed once at start; resolving it against a request is a pure function, so every refusal a
+//! client can provoke is decided here and tested without sockets.
+
+use std::fmt;
+
+/// A parsed pattern such as `queue-${query:id}-${cookie:sid}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    source: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Query(String),
+    Cookie(String),
+    Header(String),
+}
+
+/// Why a pattern in the configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternError {
+    /// `${` without its closing `}`.
+    Unclosed,
+    /// A placeholder whose category is not `query`, `cookie` or `header`.
+    Category(String),
+    /// A placeholder without a name after the colon.
+    EmptyName(String),
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatternError::Unclosed => f.write_str("a \"${\" is not closed by \"}\""),
+            PatternError::Category(p) => write!(
+                f,
+                "placeholder \"${{{p}}}\" must be ${{query:NAME}}, ${{cookie:NAME}} or ${{header:NAME}}"
+            ),
+            PatternError::EmptyName(p) => write!(f, "placeholder \"${{{p}}}\" names nothing"),
+        }
+    }
+}
+
+impl std::error::Error for PatternError {}
+
+/// Why a request does not name a queue. The texts are the original's, sent as `X-Status-Reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A placeholder's value is absent or empty.
+    MissingParameter,
+    /// The name is empty, over 255 bytes, reserved (`amq.`), or not clean UTF-8 text.
+    InvalidQueueName,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::MissingParameter => "request parameter(s) missing",
+            Refusal::InvalidQueueName => "invalid queue name",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// What the pattern may read from a request.
+pub struct RequestParts<'a> {
+    /// The raw query string, after `?` and before any `#`.
+    pub query: &'a str,
+    /// Every request header as (name, value), in the order received.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl Pattern {
+    pub fn parse(source: &str) -> Result<Pattern, PatternError> {
+        // The original drops white space and newlines from the pattern before reading it.
+        let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut parts = Vec::new();
+        let mut rest = compact.as_str();
+        while let Some(start) = rest.find("${") {
+            if start > 0 {
+                parts.push(Part::Literal(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or(PatternError::Unclosed)?;
+            let inner = &after[..end];
+            let (category, name) = inner
+                .split_once(':')
+                .ok_or_else(|| PatternError::Category(inner.to_string()))?;
+            if name.is_empty() {
+                return Err(PatternError::EmptyName(inner.to_string()));
+            }
+            parts.push(match category {
+                "query" => Part::Query(name.to_string()),
+                "cookie" => Part::Cookie(name.to_string()),
+                "header" => Part::Header(name.to_string()),
+                _ => return Err(PatternError::Category(inner.to_string())),
+            });
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Pattern {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    /// The pattern as configured, for `-c`.
+    pub fn as_configured(&self) -> &str {
+        &self.source
+    }
+
+    /// The queue name this request asks for, or why there is none.
+    pub fn resolve(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
+        let mut name: Vec<u8> = Vec::new();
+        for part in &self.parts {
+            let value = match part {
+                Part::Literal(text) => Some(text.as_bytes().to_vec()),
+                Part::Query(key) => query_value(request.query, key),
+                Part::Cookie(key) => cookie_value(request.headers, key),
+                Part::Header(key) => header_value(request.headers, key),
+            };
+            match value {
+                Some(v) if !v.is_empty() => name.extend_from_slice(&v),
+                _ => return Err(Refusal::MissingParameter),
+            }
+        }
+        validate_queue_name(name)
+    }
+}
+
+/// RabbitMQ's limits plus ours: at most 255 bytes, not `amq.` in any case, UTF-8 without
+/// control characters (so a name is always safe to log and to declare).
+fn validate_queue_name(name: Vec<u8>) -> Result<String, Refusal> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(Refusal::InvalidQueueName);
+    }
+    if name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"amq.") {
+        return Err(Refusal::InvalidQueueName);
+    }
+    let name = String::from_utf8(name).map_err(|_| Refusal::InvalidQueueName)?;
+    if name.chars().any(char::is_control) {
+        return Err(Refusal::InvalidQueueName);
+    }
+    Ok(name)
+}
+
+/// The first value of `key` in a query string, decoded as a form value (`+` is a space).
+/// A pair with broken percent-encoding is skipped, as Go's `url.Query()` does.
+fn query_value(query: &str, key: &str) -> Option<Vec<u8>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = percent_decode(k)?;
+        if k != key.as_bytes() {
+            return None;
+        }
+        percent_decode(v)
+    })
+}
+
+fn percent_decode(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// The first cookie named `key` across all `Cookie` headers, with surrounding quotes removed.
+/// A cookie whose value has bytes a cookie may not hold is skipped, as Go's `r.Cookie` does.
+fn cookie_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, value)| value.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            if name != key {
+                return None;
+            }
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            let valid = value
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b';' | b'\\'));
+            valid.then(|| value.as_bytes().to_vec())
+        })
+}
+
+fn header_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(key))
+        .map(|(_, value)| value.trim().as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(pattern: &str, query: &str, headers: &[(&str, &str)]) -> Result<String, Refusal> {
+        Pattern::parse(pattern)
+            .unwrap()
+            .resolve(&RequestParts { query, headers })
+    }
+
+    #[test]
+    fn query_parameter_is_the_default_case() {
+        assert_eq!(resolve("${query:id}", "id=demo", &[]), Ok("demo".into()));
+        assert_eq!(
+            resolve("${query:id}", "x=1&id=a%2Fb+c&id=2", &[]),
+            Ok("a/b c".into())
+        );
+    }
+
+    #[test]
+    fn literal_text_stays_between_placeholders() {
+        let headers = [("Cookie", "other=1; sid=\"s42\"")];
+        assert_eq!(
+            resolve("queue-${query:id}-${cookie:sid}-name", "id=7", &headers),
+            Ok("queue-7-s42-name".into())
+        );
+    }
+
+    #[test]
+    fn white_space_in_the_pattern_is_dropped() {
+        assert_eq!(resolve(" q-\n ${query:id} ", "id=1", &[]), Ok("q-1".into()));
+    }
+
+    #[test]
+    fn header_placeholder_ignores_name_case() {
+        let headers = [("X-User", " u1 ")];
+        assert_eq!(
+            resolve("u.${header:x-user}", "", &headers),
+            Ok("u.u1".into())
+        );
+    }
+
+    #[test]
+    fn missing_or_empty_values_are_refused() {
+        assert_eq!(
+            resolve("${query:id}", "", &[]),
+            Err(Refusal::MissingParameter)
+        );
+        assert_eq!(
+            resolve("${query:id}", "id=", &[]),
+            Err(Refusal::MissingParameter)
+        );
+        assert_eq!(
+            resolve("${query:id}", "id=%zz", &[]),
+            Err(Refusal::MissingParameter)
+        );
+        assert_eq!(
+            resolve("${cookie:sid}", "", &[]),
+            Err(Refusal::MissingParameter)
+        );
+        let bad_cookie = [("Cookie", "sid=a\\b")];
+        assert_eq!(
+            resolve("${cookie:sid}", "", &bad_cookie),
+            Err(Refusal::MissingParameter)
+        );
+    }
+
+    #[test]
+    fn reserved_long_and_unclean_names_are_refused() {
+        assert_eq!(
+            resolve("${query:id}", "id=amq.x", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        assert_eq!(
+            resolve("${query:id}", "id=AmQ.x", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        assert_eq!(
+            resolve("amq.${query:id}", "id=x", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        let long = format!("id={}", "a".repeat(256));
+        assert_eq!(
+            resolve("${query:id}", &long, &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        let fits = format!("id={}", "a".repeat(255));
+        assert!(resolve("${query:id}", &fits, &[]).is_ok());
+        assert_eq!(
+            resolve("${query:id}", "id=a%00b", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        assert_eq!(
+            resolve("${query:id}", "id=a%0Ab", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+        assert_eq!(
+            resolve("${query:id}", "id=%FF", &[]),
+            Err(Refusal::InvalidQueueName)
+        );
+    }
+
+    #[test]
+    fn broken_patterns_are_refused_at_start() {
+        assert_eq!(Pattern::parse("${query:id"), Err(PatternError::Unclosed));
+        assert!(matches!(
+            Pattern::parse("${path:x}"),
+            Err(PatternError::Category(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("${query}"),
+            Err(PatternError::Category(_))
+        ));
+        assert!(matches!(
+            Pattern::parse("${query:}"),
+            Err(PatternError::EmptyName(_))
+        ));
+    }
+}

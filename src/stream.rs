@@ -1,0 +1,221 @@
+//! One client's session: claim the queue, declare it, consume it exclusively, and write each
+//! delivery as an SSE frame, acking only what has been written and flushed.
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+use crate::queue;
+use crate::registry::Registry;
+use crate::response::{peer, Answers, Refusal};
+use crate::sse;
+use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
+use crossbeam_channel::{select, Receiver};
+use log::{debug, info};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tiny_http::Request;
+
+/// The text the original sends when a queue already has a consumer.
+pub const REASON_TAKEN: &str = "server: max consumers exceeded";
+
+/// What every stream shares.
+pub struct StreamContext {
+    pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+    pub answers: Answers,
+    pub settings: StreamSettings,
+    /// Never sent on; disconnects when the server shuts down.
+    pub shutdown: Receiver<()>,
+}
+
+pub struct StreamSettings {
+    /// `x-expires` in milliseconds, a signed 32-bit integer like the original's.
+    pub expires_ms: i32,
+    pub prefetch: u16,
+    /// Idle time after which a comment frame is sent; `None` sends none.
+    pub keepalive: Option<Duration>,
+}
+
+/// Why a stream ended, for the log.
+enum End {
+    ClientGone(std::io::Error),
+    Cancelled,
+    ChannelClosed(String),
+    Shutdown,
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::ClientGone(e) => write!(f, "client gone ({e})"),
+            End::Cancelled => f.write_str("consumer cancelled by the broker"),
+            End::ChannelClosed(why) => write!(f, "broker channel closed ({why})"),
+            End::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+/// Serves `request` as the stream of `queue` until the client, the broker or the server ends it.
+pub fn serve(request: Request, queue: &str, context: &StreamContext) {
+    let refuse = |request: Request, reason: &str, retry_after: Option<u32>| {
+        context.answers.refuse(
+            request,
+            &Refusal {
+                reason,
+                retry_after,
+            },
+        );
+    };
+    let Some(_claim) = context.registry.claim(queue) else {
+        return refuse(request, REASON_TAKEN, None);
+    };
+    let lease = match context.broker.open_channel() {
+        Ok(lease) => lease,
+        Err(e) => return refuse(request, &e.to_string(), Some(1)),
+    };
+    let channel = lease.channel;
+    if let Err(e) = declare(&channel, queue, &context.settings) {
+        return refuse(request, &format!("broker: {e}"), None);
+    }
+    let options = ConsumerOptions {
+        exclusive: true,
+        ..ConsumerOptions::default()
+    };
+    let consumer = match channel.basic_consume(queue, options) {
+        Ok(consumer) => consumer,
+        // ACCESS_REFUSED: another consumer (of this or another server) holds the queue.
+        Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {
+            return refuse(request, REASON_TAKEN, None)
+        }
+        Err(e) => return refuse(request, &format!("broker: {e}"), None),
+    };
+
+    let peer = peer(&request);
+    let started = Instant::now();
+    info!(
+        "stream {queue:?} opened for {peer} on broker {}",
+        lease.broker
+    );
+    context.metrics.consumers.fetch_add(1, Ordering::Relaxed);
+    let mut client = request.into_writer();
+    let mut delivered = 0u64;
+    let end = run(&mut *client, &consumer, context, &mut delivered);
+    context.metrics.consumers.fetch_sub(1, Ordering::Relaxed);
+    // Closing the channel hands every unacked delivery back to the queue.
+    drop(consumer);
+    if let Err(e) = channel.close() {
+        debug!("closing the channel of {queue:?}: {e}");
+    }
+    info!(
+        "stream {queue:?} closed for {peer} after {:.1} s and {delivered} messages: {end}",
+        started.elapsed().as_secs_f32()
+    );
+}
+
+fn declare(channel: &Channel, queue: &str, settings: &StreamSettings) -> amiquip::Result<()> {
+    queue::declare(channel, queue, settings.expires_ms)?;
+    channel.qos(0, settings.prefetch, false)
+}
+
+/// Writes the head, then frames, until something ends the stream. Acks follow flushes.
+fn run(
+    client: &mut dyn Write,
+    consumer: &amiquip::Consumer<'_>,
+    context: &StreamContext,
+    delivered: &mut u64,
+) -> End {
+    let mut out = context.answers.stream_head();
+    out.extend_from_slice(sse::BANNER);
+    if let Err(e) = send(client, &out) {
+        return End::ClientGone(e);
+    }
+    let deliveries = consumer.receiver();
+    let batch_limit = usize::from(context.settings.prefetch);
+    // Without keep-alives the idle wait is simply very long.
+    let idle = context
+        .settings
+        .keepalive
+        .unwrap_or(Duration::from_secs(86_400 * 365));
+    loop {
+        let first = select! {
+            recv(deliveries) -> message => message,
+            recv(context.shutdown) -> _ => return End::Shutdown,
+            default(idle) => {
+                out.clear();
+                sse::push_comment(&mut out, "keep-alive");
+                if let Err(e) = send(client, &out) {
+                    return End::ClientGone(e);
+                }
+                continue;
+            }
+        };
+        let mut last = match first {
+            Ok(ConsumerMessage::Delivery(delivery)) => delivery,
+            Ok(other) => return ended_by(other),
+            Err(_) => return End::ChannelClosed("connection lost".into()),
+        };
+        // Frames of deliveries that are already waiting go out in the same write.
+        out.clear();
+        push_frame(&mut out, &mut last);
+        let mut count = 1u64;
+        let mut pending_end = None;
+        while (count as usize) < batch_limit {
+            match deliveries.try_recv() {
+                Ok(ConsumerMessage::Delivery(mut delivery)) => {
+                    push_frame(&mut out, &mut delivery);
+                    last = delivery;
+                    count += 1;
+                }
+                Ok(other) => {
+                    pending_end = Some(ended_by(other));
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = send(client, &out) {
+            return End::ClientGone(e);
+        }
+        *delivered += count;
+        context.metrics.record_deliveries(count);
+        // Every delivery up to `last` on this channel has been written and flushed.
+        if let Err(e) = consumer.ack_multiple(last) {
+            return End::ChannelClosed(e.to_string());
+        }
+        if let Some(end) = pending_end {
+            return end;
+        }
+    }
+}
+
+fn push_frame(out: &mut Vec<u8>, delivery: &mut Delivery) {
+    let body = std::mem::take(&mut delivery.body);
+    sse::push_event(
+        out,
+        &sse::Event {
+            id: None,
+            event: None,
+            data: &body,
+        },
+    );
+}
+
+fn send(client: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes)?;
+    client.flush()
+}
+
+fn ended_by(message: ConsumerMessage) -> End {
+    match message {
+        ConsumerMessage::Delivery(_) => End::ChannelClosed("unexpected delivery".into()),
+        ConsumerMessage::ServerCancelled | ConsumerMessage::ClientCancelled => End::Cancelled,
+        ConsumerMessage::ServerClosedChannel(e) | ConsumerMessage::ServerClosedConnection(e) => {
+            End::ChannelClosed(e.to_string())
+        }
+        ConsumerMessage::ClientClosedChannel | ConsumerMessage::ClientClosedConnection => {
+            End::Shutdown
+        }
+    }
+}
