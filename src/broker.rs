@@ -195,9 +195,9 @@ impl Broker {
         while !self.closing.load(Ordering::Acquire) {
             match self.dial(node) {
                 Ok((link, blocked)) => {
+                    self.attach(node, &link);
                     info!("connected to broker {}", node.url);
                     backoff.reset();
-                    self.attach(node, &link);
                     watch(&blocked, &node.url);
                     detach(node, &link, &self.metrics);
                     if self.closing.load(Ordering::Acquire) {

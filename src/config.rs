@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Seconds without a message after which a comment frame is sent; 0 sends none.
     pub keepalive: u64,
+    /// Seconds a client may take to send its request head.
+    pub request_timeout: u64,
+    /// Seconds a write to a client may block before the client is dropped.
+    pub write_timeout: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +147,8 @@ impl Config {
             address: &'a str,
             workers: usize,
             keepalive: u64,
+            request_timeout: u64,
+            write_timeout: u64,
         }
         #[derive(Serialize)]
         struct DumpBroker<'a> {
@@ -165,6 +171,8 @@ impl Config {
                 address: &self.server.address,
                 workers: self.server.workers,
                 keepalive: self.server.keepalive,
+                request_timeout: self.server.request_timeout,
+                write_timeout: self.server.write_timeout,
             },
             broker: DumpBroker {
                 node: self
@@ -205,6 +213,8 @@ struct FileServer {
     address: Option<Address>,
     workers: Option<Workers>,
     keepalive: Option<u64>,
+    request_timeout: Option<Seconds>,
+    write_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +263,8 @@ impl FileConfig {
             address: o.address.or(b.address),
             workers: o.workers.or(b.workers),
             keepalive: o.keepalive.or(b.keepalive),
+            request_timeout: o.request_timeout.or(b.request_timeout),
+            write_timeout: o.write_timeout.or(b.write_timeout),
         });
         let broker = merge_option(base.broker, self.broker, |b, o| FileBroker {
             node: o.node.or(b.node),
@@ -302,6 +314,8 @@ impl FileConfig {
                     .map_or_else(|| "0.0.0.0:2069".to_string(), |a| a.0),
                 workers: server.workers.map_or(1024, |w| w.0),
                 keepalive: server.keepalive.unwrap_or(15),
+                request_timeout: server.request_timeout.map_or(5, |s| s.0),
+                write_timeout: server.write_timeout.map_or(30, |s| s.0),
             },
             broker: BrokerConfig {
                 node: broker.node.unwrap_or_else(|| {
@@ -358,6 +372,8 @@ pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
     ("server", "address"),
     ("server", "workers"),
     ("server", "keepalive"),
+    ("server", "request_timeout"),
+    ("server", "write_timeout"),
     ("broker", "node"),
     ("broker", "heartbeat"),
     ("queue", "pattern"),
@@ -415,6 +431,9 @@ struct Address(String);
 struct Workers(usize);
 #[derive(Debug)]
 struct Expires(u32);
+/// A timeout in whole seconds, at least one.
+#[derive(Debug)]
+struct Seconds(u64);
 #[derive(Debug)]
 struct Prefetch(u16);
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -480,6 +499,15 @@ impl<'de> Deserialize<'de> for Workers {
         checked_u64(d, |n| match n {
             1..=100_000 => Ok(Workers(n as usize)),
             n => Err(format!("workers {n} must be from 1 to 100000")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_u64(d, |n| match n {
+            1..=86_400 => Ok(Seconds(n)),
+            n => Err(format!("{n} must be from 1 to 86400 seconds")),
         })
     }
 }

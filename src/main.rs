@@ -6,6 +6,7 @@ mod broker;
 mod cli;
 mod clock;
 mod config;
+mod http;
 mod logging;
 mod metrics;
 mod pattern;

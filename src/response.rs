@@ -1,20 +1,26 @@
-//! HTTP answers: the short ones through tiny_http, and the head of an event stream, which we
-//! write ourselves so that every frame after it can be flushed on its own.
+//! What the server answers: the short answers (204, 405, 503 with a reason, JSON) and the head
+//! of an event stream. Headers are rendered once at start.
 
 use crate::clock::Civil;
 use crate::config::HeaderConfig;
+use crate::http;
 use log::warn;
 use std::collections::BTreeMap;
-use tiny_http::{Header, Request, Response, StatusCode};
+use std::net::{SocketAddr, TcpStream};
 
-/// Headers sent on every answer, rendered once at start.
+/// A client connection: the socket we own and who is on the other end.
+pub struct Client {
+    pub socket: TcpStream,
+    pub peer: SocketAddr,
+}
+
 pub struct Answers {
-    cors: Vec<Header>,
+    cors: Vec<(String, String)>,
     /// The stream's status line and headers, without `Date` and the final empty line.
     stream_head: Vec<u8>,
 }
 
-/// Why a stream request was turned down.
+/// Why a request was turned down.
 pub struct Refusal<'a> {
     pub reason: &'a str,
     /// Seconds after which trying again makes sense (`Retry-After`), for passing conditions.
@@ -26,7 +32,7 @@ impl Answers {
         let cors = headers
             .cors
             .iter()
-            .filter_map(|(name, value)| Header::from_bytes(name.as_bytes(), value.as_bytes()).ok())
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // SSE headers first, then CORS, as the original sets them: CORS wins a name both have.
         let mut merged: BTreeMap<&str, &str> = BTreeMap::new();
@@ -35,10 +41,10 @@ impl Answers {
         let mut stream_head = b"HTTP/1.1 200 OK\r\n".to_vec();
         for (name, value) in merged {
             // The body ends when the connection closes, as Go's server does for
-            // `Transfer-Encoding: identity`: the header itself is not sent (proxies refuse it).
-            if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("content-length")
-                || name.eq_ignore_ascii_case("connection")
+            // `Transfer-Encoding: identity`: that header itself is not sent (proxies refuse it).
+            if ["transfer-encoding", "content-length", "connection"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
             {
                 continue;
             }
@@ -55,60 +61,41 @@ impl Answers {
         head
     }
 
-    fn with_cors(&self, mut response: Response<std::io::Empty>) -> Response<std::io::Empty> {
-        for header in &self.cors {
-            response.add_header(header.clone());
-        }
-        response
+    fn send(&self, client: &mut Client, status: u16, extra: &[(&str, &str)], body: &[u8]) {
+        let mut headers: Vec<(&str, &str)> = self
+            .cors
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        headers.extend_from_slice(extra);
+        http::send_and_close(&mut client.socket, &http::answer(status, &headers, body));
     }
 
     /// 204 to a CORS preflight.
-    pub fn options(&self, request: Request) {
-        let _ = request.respond(self.with_cors(Response::empty(StatusCode(204))));
+    pub fn options(&self, client: &mut Client) {
+        self.send(client, 204, &[], b"");
     }
 
     /// 405 to any method but GET and OPTIONS.
-    pub fn method_not_allowed(&self, request: Request) {
-        let _ = request.respond(self.with_cors(Response::empty(StatusCode(405))));
+    pub fn method_not_allowed(&self, client: &mut Client) {
+        self.send(client, 405, &[], b"");
     }
 
-    /// 503 with the reason in `X-Status-Reason`, logged: the one place a refusal is answered.
-    pub fn refuse(&self, request: Request, refusal: &Refusal<'_>) {
-        warn!(
-            "refused {} {} from {}: {}",
-            request.method(),
-            request.url(),
-            peer(&request),
-            refusal.reason
-        );
-        let mut response = self.with_cors(Response::empty(StatusCode(503)));
-        if let Ok(h) = Header::from_bytes(&b"X-Status-Reason"[..], refusal.reason.as_bytes()) {
-            response.add_header(h);
+    /// A refusal with its status and `X-Status-Reason`, logged: the one place a refusal is
+    /// answered.
+    pub fn refuse(&self, client: &mut Client, what: &str, status: u16, refusal: &Refusal<'_>) {
+        warn!("refused {what} from {}: {}", client.peer, refusal.reason);
+        let retry = refusal.retry_after.map(|s| s.to_string());
+        let mut extra = vec![("X-Status-Reason", refusal.reason)];
+        if let Some(seconds) = &retry {
+            extra.push(("Retry-After", seconds));
         }
-        if let Some(seconds) = refusal.retry_after {
-            if let Ok(h) = Header::from_bytes(&b"Retry-After"[..], seconds.to_string().as_bytes()) {
-                response.add_header(h);
-            }
-        }
-        let _ = request.respond(response);
+        self.send(client, status, &extra, b"");
     }
 
     /// 200 with a JSON document.
-    pub fn json(&self, request: Request, body: String) {
-        let mut response = Response::from_string(body);
-        if let Ok(h) = Header::from_bytes(
-            &b"Content-Type"[..],
-            &b"application/json; charset=utf-8"[..],
-        ) {
-            response.add_header(h);
-        }
-        let _ = request.respond(response);
+    pub fn json(&self, client: &mut Client, body: &str) {
+        let ct = [("Content-Type", "application/json; charset=utf-8")];
+        http::send_and_close(&mut client.socket, &http::answer(200, &ct, body.as_bytes()));
     }
-}
-
-/// The client's address, for logs.
-pub fn peer(request: &Request) -> String {
-    request
-        .remote_addr()
-        .map_or_else(|| "unknown".to_string(), ToString::to_string)
 }

@@ -1,24 +1,25 @@
-//! The accept loop and the worker pool: requests that need no broker are answered on the accept
-//! thread; each stream request goes to a worker thread of a bounded pool, or is refused at once
-//! when every worker is busy.
+//! The accept loop and the worker pool: one blocking accept loop hands each connection to a
+//! worker thread of a bounded pool (or refuses it at once when every worker is busy); the
+//! worker reads the request and answers it, or serves it as a stream.
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::http::{self, RequestHead};
 use crate::metrics::Metrics;
 use crate::pattern::{Pattern, RequestParts};
 use crate::registry::Registry;
-use crate::response::{Answers, Refusal};
+use crate::response::{Answers, Client, Refusal};
 use crate::stream::{self, StreamContext, StreamSettings};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use std::fmt;
-use std::net::TcpListener;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use tiny_http::{Method, Request};
 
 /// Stack of a worker thread: a stream needs little, and thousands of them are the point.
 const WORKER_STACK: usize = 128 * 1024;
@@ -35,8 +36,6 @@ pub enum ServerError {
         address: String,
         error: std::io::Error,
     },
-    /// tiny_http refused the listener.
-    Http(String),
 }
 
 impl fmt::Display for ServerError {
@@ -45,32 +44,31 @@ impl fmt::Display for ServerError {
             ServerError::Bind { address, error } => {
                 write!(f, "cannot listen on {address}: {error}")
             }
-            ServerError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
         }
     }
 }
 
 impl std::error::Error for ServerError {}
 
-/// A stream request on its way to a worker.
-struct Job {
-    request: Request,
-    queue: String,
-}
-
 /// Handle to stop a running server from another thread.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Stopper {
     stopping: Arc<AtomicBool>,
-    http: Arc<std::sync::Mutex<Option<Arc<tiny_http::Server>>>>,
+    /// Where to connect to wake the accept loop.
+    wake: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Stopper {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(http) = self.http.lock().ok().and_then(|h| h.clone()) {
-            http.unblock();
+        let wake = self.wake.lock().ok().and_then(|w| *w);
+        if let Some(addr) = wake {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
         }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 
@@ -83,10 +81,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         Server {
             config,
-            stopper: Stopper {
-                stopping: Arc::new(AtomicBool::new(false)),
-                http: Arc::new(std::sync::Mutex::new(None)),
-            },
+            stopper: Stopper::default(),
         }
     }
 
@@ -103,27 +98,35 @@ impl Server {
                 address: config.server.address.clone(),
                 error,
             })?;
-        let local = listener
-            .local_addr()
-            .map_or_else(|_| config.server.address.clone(), |a| a.to_string());
+        let local = listener.local_addr().map_err(|error| ServerError::Bind {
+            address: config.server.address.clone(),
+            error,
+        })?;
+        if let Ok(mut wake) = self.stopper.wake.lock() {
+            *wake = Some(loopback_of(local));
+        }
         let metrics = Arc::new(Metrics::default());
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
-        let context = Arc::new(StreamContext {
-            broker: Broker::start(
-                &config.broker.node,
-                config.broker.heartbeat,
-                Arc::clone(&metrics),
-            ),
-            metrics: Arc::clone(&metrics),
-            registry: Registry::default(),
-            answers: Answers::new(&config.header),
-            settings: StreamSettings {
-                expires_ms: crate::queue::expires_ms(config.queue.expires),
-                prefetch: config.queue.prefetch,
-                keepalive: (config.server.keepalive > 0)
-                    .then(|| Duration::from_secs(config.server.keepalive)),
+        let context = Arc::new(Context {
+            stream: StreamContext {
+                broker: Broker::start(
+                    &config.broker.node,
+                    config.broker.heartbeat,
+                    Arc::clone(&metrics),
+                ),
+                metrics: Arc::clone(&metrics),
+                registry: Registry::default(),
+                answers: Answers::new(&config.header),
+                settings: StreamSettings {
+                    expires_ms: crate::queue::expires_ms(config.queue.expires),
+                    prefetch: config.queue.prefetch,
+                    keepalive: (config.server.keepalive > 0)
+                        .then(|| Duration::from_secs(config.server.keepalive)),
+                },
+                shutdown: shutdown_rx,
             },
-            shutdown: shutdown_rx,
+            pattern: config.queue.pattern.clone(),
+            request_timeout: Duration::from_secs(config.server.request_timeout),
         });
         let mut pool = Pool::new(config.server.workers, Arc::clone(&context));
         info!(
@@ -132,30 +135,21 @@ impl Server {
             started.elapsed().as_millis()
         );
 
-        let pattern = &config.queue.pattern;
-        loop {
-            let http = start_http(&listener)?;
-            if let Ok(mut slot) = self.stopper.http.lock() {
-                *slot = Some(Arc::clone(&http));
-            }
-            while !self.stopper.stopping.load(Ordering::Acquire) {
-                match http.recv() {
-                    Ok(request) => route(request, pattern, &context, &mut pool),
-                    Err(e) if self.stopper.stopping.load(Ordering::Acquire) => {
-                        let _ = e;
-                        break;
-                    }
-                    Err(e) => {
-                        // tiny_http's accept thread has ended (for example on EMFILE); serve on
-                        // with a new one on the same socket after a breath.
-                        error!("accepting connections failed: {e}; resuming in 100 ms");
-                        thread::sleep(Duration::from_millis(100));
-                        break;
-                    }
+        let write_timeout = Duration::from_secs(config.server.write_timeout);
+        while !self.stopper.stopping() {
+            match listener.accept() {
+                Ok(_) if self.stopper.stopping() => break,
+                Ok((socket, peer)) => {
+                    // Frames go out as written; a client that stops reading fails the write.
+                    let _ = socket.set_nodelay(true);
+                    let _ = socket.set_write_timeout(Some(write_timeout));
+                    pool.dispatch(Client { socket, peer });
                 }
-            }
-            if self.stopper.stopping.load(Ordering::Acquire) {
-                break;
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset while queued: keep serving.
+                    error!("accepting a connection failed: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                }
             }
         }
 
@@ -163,77 +157,108 @@ impl Server {
             "shutting down: ending {} streams",
             metrics.consumers.load(Ordering::Relaxed)
         );
-        if let Ok(mut slot) = self.stopper.http.lock() {
-            slot.take();
-        }
+        drop(listener);
         drop(shutdown_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while pool.busy() > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
-        context.broker.shutdown();
+        context.stream.broker.shutdown();
         info!("stopped");
         Ok(())
     }
 }
 
-fn start_http(listener: &TcpListener) -> Result<Arc<tiny_http::Server>, ServerError> {
-    let listener = listener
-        .try_clone()
-        .map_err(|e| ServerError::Http(e.to_string()))?;
-    tiny_http::Server::from_listener(listener, None)
-        .map(Arc::new)
-        .map_err(|e| ServerError::Http(e.to_string()))
+/// The address that reaches a listener bound to `local` from this host.
+fn loopback_of(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
-/// Decides what a request is and answers everything that needs no broker.
-fn route(request: Request, pattern: &Pattern, context: &Arc<StreamContext>, pool: &mut Pool) {
-    let answers = &context.answers;
-    match request.method() {
-        Method::Get => {}
-        Method::Options => return answers.options(request),
-        _ => return answers.method_not_allowed(request),
+/// What every worker shares.
+struct Context {
+    stream: StreamContext,
+    pattern: Pattern,
+    request_timeout: Duration,
+}
+
+/// Reads the request on `client` and answers it, or serves it as a stream.
+fn handle(mut client: Client, context: &Context) {
+    let answers = &context.stream.answers;
+    let head = match http::read_head(&mut client.socket, Instant::now() + context.request_timeout) {
+        Ok(head) => head,
+        Err(e) => {
+            match e.answer() {
+                Some((status, reason)) => {
+                    let refusal = Refusal {
+                        reason,
+                        retry_after: None,
+                    };
+                    answers.refuse(&mut client, "a request", status, &refusal);
+                }
+                None => debug!("{}: {e}", client.peer),
+            }
+            return;
+        }
+    };
+    debug!("{} {} from {}", head.method, head.target, client.peer);
+    match head.method.as_str() {
+        "GET" => {}
+        "OPTIONS" => return answers.options(&mut client),
+        _ => return answers.method_not_allowed(&mut client),
     }
-    let url = request.url();
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
-    let query = query.split('#').next().unwrap_or("");
-    if path == "/debug/vars" {
-        return answers.json(request, context.metrics.debug_vars_json());
+    if head.path() == "/debug/vars" {
+        return answers.json(&mut client, &context.stream.metrics.debug_vars_json());
     }
-    let headers: Vec<(&str, &str)> = request
-        .headers()
+    match queue_of(&head, &context.pattern) {
+        Ok(queue) => stream::serve(client, &head, &queue, &context.stream),
+        Err(reason) => {
+            let what = format!("GET {}", head.target);
+            answers.refuse(
+                &mut client,
+                &what,
+                503,
+                &Refusal {
+                    reason,
+                    retry_after: None,
+                },
+            );
+        }
+    }
+}
+
+fn queue_of(head: &RequestHead, pattern: &Pattern) -> Result<String, &'static str> {
+    let headers: Vec<(&str, &str)> = head
+        .headers
         .iter()
-        .map(|h| (h.field.as_str().as_str(), h.value.as_str()))
+        .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let queue = pattern.resolve(&RequestParts {
-        query,
-        headers: &headers,
-    });
-    drop(headers);
-    match queue {
-        Ok(queue) => pool.dispatch(Job { request, queue }),
-        Err(refusal) => answers.refuse(
-            request,
-            &Refusal {
-                reason: refusal.reason(),
-                retry_after: None,
-            },
-        ),
-    }
+    pattern
+        .resolve(&RequestParts {
+            query: head.query(),
+            headers: &headers,
+        })
+        .map_err(|refusal| refusal.reason())
 }
 
 /// Worker threads, started on demand up to a bound.
 struct Pool {
-    jobs: Sender<Job>,
-    idle_jobs: Receiver<Job>,
+    jobs: Sender<Client>,
+    idle_jobs: Receiver<Client>,
     limit: usize,
     live: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
-    context: Arc<StreamContext>,
+    context: Arc<Context>,
 }
 
 impl Pool {
-    fn new(limit: usize, context: Arc<StreamContext>) -> Pool {
+    fn new(limit: usize, context: Arc<Context>) -> Pool {
         // A rendezvous channel: a send succeeds only when a worker is waiting for work.
         let (jobs, idle_jobs) = crossbeam_channel::bounded(0);
         Pool {
@@ -250,26 +275,38 @@ impl Pool {
         self.busy.load(Ordering::Acquire)
     }
 
-    fn dispatch(&mut self, job: Job) {
-        let job = match self.jobs.try_send(job) {
+    fn dispatch(&mut self, client: Client) {
+        let client = match self.jobs.try_send(client) {
             Ok(()) => return,
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => c,
         };
         if self.live.load(Ordering::Acquire) >= self.limit {
-            self.context
-                .metrics
-                .refusals_busy
-                .fetch_add(1, Ordering::Relaxed);
-            let refusal = Refusal {
-                reason: "server: too many streams",
-                retry_after: Some(1),
-            };
-            return self.context.answers.refuse(job.request, &refusal);
+            return self.refuse_busy(client);
         }
-        self.spawn(job);
+        self.spawn(client);
     }
 
-    fn spawn(&mut self, first: Job) {
+    /// Every worker is busy: answer 503 at once from the accept thread, without waiting for
+    /// the request (what has arrived of it is read first, so that closing does not reset).
+    fn refuse_busy(&self, mut client: Client) {
+        let metrics = &self.context.stream.metrics;
+        metrics.refusals_busy.fetch_add(1, Ordering::Relaxed);
+        if client.socket.set_nonblocking(true).is_ok() {
+            let mut scratch = [0u8; 4096];
+            let _ = client.socket.read(&mut scratch);
+            let _ = client.socket.set_nonblocking(false);
+        }
+        let refusal = Refusal {
+            reason: "server: too many streams",
+            retry_after: Some(1),
+        };
+        self.context
+            .stream
+            .answers
+            .refuse(&mut client, "a connection", 503, &refusal);
+    }
+
+    fn spawn(&mut self, first: Client) {
         let jobs = self.idle_jobs.clone();
         let live = Arc::clone(&self.live);
         let busy = Arc::clone(&self.busy);
@@ -277,27 +314,20 @@ impl Pool {
         live.fetch_add(1, Ordering::AcqRel);
         busy.fetch_add(1, Ordering::AcqRel);
         let spawned = thread::Builder::new()
-            .name("stream".into())
+            .name("worker".into())
             .stack_size(WORKER_STACK)
             .spawn(move || {
-                let mut job = Some(first);
-                loop {
-                    if let Some(Job { request, queue }) = job.take() {
-                        // A panic ends only this stream; the worker lives on.
-                        let served = catch_unwind(AssertUnwindSafe(|| {
-                            stream::serve(request, &queue, &context)
-                        }));
-                        if served.is_err() {
-                            error!("stream {queue:?} ended by an internal error");
-                        }
-                        busy.fetch_sub(1, Ordering::AcqRel);
+                let mut next = Some(first);
+                while let Some(client) = next.take() {
+                    let peer = client.peer;
+                    // A panic ends only this client's request; the worker lives on.
+                    if catch_unwind(AssertUnwindSafe(|| handle(client, &context))).is_err() {
+                        error!("the request from {peer} ended by an internal error");
                     }
-                    match jobs.recv_timeout(WORKER_IDLE) {
-                        Ok(next) => {
-                            busy.fetch_add(1, Ordering::AcqRel);
-                            job = Some(next);
-                        }
-                        Err(_) => break,
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    if let Ok(client) = jobs.recv_timeout(WORKER_IDLE) {
+                        busy.fetch_add(1, Ordering::AcqRel);
+                        next = Some(client);
                     }
                 }
                 live.fetch_sub(1, Ordering::AcqRel);

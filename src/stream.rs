@@ -2,19 +2,21 @@
 //! delivery as an SSE frame, acking only what has been written and flushed.
 
 use crate::broker::Broker;
+use crate::http::RequestHead;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::Registry;
-use crate::response::{peer, Answers, Refusal};
+use crate::response::{Answers, Client, Refusal};
 use crate::sse;
 use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
 use crossbeam_channel::{select, Receiver};
 use log::{debug, info};
 use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tiny_http::Request;
 
 /// The text the original sends when a queue already has a consumer.
 pub const REASON_TAKEN: &str = "server: max consumers exceeded";
@@ -57,27 +59,26 @@ impl std::fmt::Display for End {
     }
 }
 
-/// Serves `request` as the stream of `queue` until the client, the broker or the server ends it.
-pub fn serve(request: Request, queue: &str, context: &StreamContext) {
-    let refuse = |request: Request, reason: &str, retry_after: Option<u32>| {
-        context.answers.refuse(
-            request,
-            &Refusal {
-                reason,
-                retry_after,
-            },
-        );
+/// Serves `client` as the stream of `queue` until the client, the broker or the server ends it.
+pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &StreamContext) {
+    let what = format!("GET {}", head.target);
+    let mut refuse = |reason: &str, retry_after: Option<u32>| {
+        let refusal = Refusal {
+            reason,
+            retry_after,
+        };
+        context.answers.refuse(&mut client, &what, 503, &refusal);
     };
     let Some(_claim) = context.registry.claim(queue) else {
-        return refuse(request, REASON_TAKEN, None);
+        return refuse(REASON_TAKEN, None);
     };
     let lease = match context.broker.open_channel() {
         Ok(lease) => lease,
-        Err(e) => return refuse(request, &e.to_string(), Some(1)),
+        Err(e) => return refuse(&e.to_string(), Some(1)),
     };
     let channel = lease.channel;
     if let Err(e) = declare(&channel, queue, &context.settings) {
-        return refuse(request, &format!("broker: {e}"), None);
+        return refuse(&format!("broker: {e}"), None);
     }
     let options = ConsumerOptions {
         exclusive: true,
@@ -87,27 +88,28 @@ pub fn serve(request: Request, queue: &str, context: &StreamContext) {
         Ok(consumer) => consumer,
         // ACCESS_REFUSED: another consumer (of this or another server) holds the queue.
         Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {
-            return refuse(request, REASON_TAKEN, None)
+            return refuse(REASON_TAKEN, None)
         }
-        Err(e) => return refuse(request, &format!("broker: {e}"), None),
+        Err(e) => return refuse(&format!("broker: {e}"), None),
     };
 
-    let peer = peer(&request);
+    let peer = client.peer;
     let started = Instant::now();
     info!(
         "stream {queue:?} opened for {peer} on broker {}",
         lease.broker
     );
     context.metrics.consumers.fetch_add(1, Ordering::Relaxed);
-    let mut client = request.into_writer();
     let mut delivered = 0u64;
-    let end = run(&mut *client, &consumer, context, &mut delivered);
+    let end = run(&mut client.socket, &consumer, context, &mut delivered);
     context.metrics.consumers.fetch_sub(1, Ordering::Relaxed);
     // Closing the channel hands every unacked delivery back to the queue.
     drop(consumer);
     if let Err(e) = channel.close() {
         debug!("closing the channel of {queue:?}: {e}");
     }
+    // The client sees the end of the stream, and its EventSource reconnects.
+    let _ = client.socket.shutdown(std::net::Shutdown::Both);
     info!(
         "stream {queue:?} closed for {peer} after {:.1} s and {delivered} messages: {end}",
         started.elapsed().as_secs_f32()
@@ -121,7 +123,7 @@ fn declare(channel: &Channel, queue: &str, settings: &StreamSettings) -> amiquip
 
 /// Writes the head, then frames, until something ends the stream. Acks follow flushes.
 fn run(
-    client: &mut dyn Write,
+    client: &mut TcpStream,
     consumer: &amiquip::Consumer<'_>,
     context: &StreamContext,
     delivered: &mut u64,
@@ -147,6 +149,9 @@ fn run(
                 sse::push_comment(&mut out, "keep-alive");
                 if let Err(e) = send(client, &out) {
                     return End::ClientGone(e);
+                }
+                if peer_closed(client) {
+                    return End::ClientGone(closed());
                 }
                 continue;
             }
@@ -178,6 +183,11 @@ fn run(
         if let Err(e) = send(client, &out) {
             return End::ClientGone(e);
         }
+        // A client that has already closed its side will never read what was just written:
+        // those deliveries stay unacked and go back to the queue.
+        if peer_closed(client) {
+            return End::ClientGone(closed());
+        }
         *delivered += count;
         context.metrics.record_deliveries(count);
         // Every delivery up to `last` on this channel has been written and flushed.
@@ -202,9 +212,43 @@ fn push_frame(out: &mut Vec<u8>, delivery: &mut Delivery) {
     );
 }
 
-fn send(client: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+fn send(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
     client.write_all(bytes)?;
     client.flush()
+}
+
+/// True when the client has closed its side or reset the connection. A stream client sends
+/// nothing after its request, so readable means end of stream (or an error).
+fn peer_closed(client: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv into a one-byte buffer we own, on a socket we own; MSG_PEEK leaves any
+    // data in place and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            client.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => {
+            let error = std::io::Error::last_os_error();
+            !matches!(
+                error.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            )
+        }
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "closed by the client",
+    )
 }
 
 fn ended_by(message: ConsumerMessage) -> End {
