@@ -10,8 +10,12 @@ pub struct BrokerUrl {
     host: String,
     port: u16,
     has_password: bool,
-    has_path: bool,
-    options: Vec<(String, String)>,
+    /// User and password, percent-decoded; `None` when the URL names no user.
+    credentials: Option<(String, String)>,
+    /// The vhost, percent-decoded; `/` when the URL has no path or an empty one.
+    vhost: String,
+    /// `heartbeat`, `channel_max` and `connection_timeout` given in the URL.
+    options: Vec<(String, u64)>,
 }
 
 /// Why a broker URL was refused.
@@ -27,6 +31,8 @@ pub enum UrlError {
     Path(String),
     /// A query option amiquip does not know, or a value that is not a number.
     Option(String),
+    /// A broken `%XX` escape in the user, password or vhost.
+    Encoding(String),
 }
 
 impl fmt::Display for UrlError {
@@ -43,6 +49,9 @@ impl fmt::Display for UrlError {
                 f,
                 "option {o:?} is not one of heartbeat, channel_max, connection_timeout (numbers)"
             ),
+            UrlError::Encoding(_) => {
+                f.write_str("a %-escape in the user, password or vhost is broken")
+            }
         }
     }
 }
@@ -79,18 +88,36 @@ impl BrokerUrl {
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let known = matches!(key, "heartbeat" | "channel_max" | "connection_timeout");
-            if !known || value.parse::<u64>().is_err() {
-                return Err(UrlError::Option(pair.to_string()));
+            let limit = match key {
+                "heartbeat" | "channel_max" => u64::from(u16::MAX),
+                "connection_timeout" => u64::MAX,
+                _ => return Err(UrlError::Option(pair.to_string())),
+            };
+            match value.parse::<u64>() {
+                Ok(n) if n <= limit => options.push((key.to_string(), n)),
+                _ => return Err(UrlError::Option(pair.to_string())),
             }
-            options.push((key.to_string(), value.to_string()));
         }
+        let decode =
+            |text: &str| percent_decode(text).ok_or_else(|| UrlError::Encoding(text.to_string()));
+        let credentials = match userinfo {
+            Some(info) => {
+                let (user, password) = info.split_once(':').unwrap_or((info, "guest"));
+                Some((decode(user)?, decode(password)?))
+            }
+            None => None,
+        };
+        let vhost = match path.strip_prefix('/') {
+            None | Some("") => "/".to_string(),
+            Some(name) => decode(name)?,
+        };
         Ok(BrokerUrl {
             raw: raw.to_string(),
             host: host.to_string(),
             port,
             has_password: userinfo.is_some_and(|u| u.contains(':')),
-            has_path: !path.is_empty(),
+            credentials,
+            vhost,
             options,
         })
     }
@@ -124,33 +151,47 @@ impl BrokerUrl {
         }
     }
 
-    /// The URL to dial: the configured one, with our heartbeat and connect timeout added
-    /// unless the URL sets its own.
-    pub fn dial_url(&self, heartbeat_secs: u16, connect_timeout_ms: u64) -> String {
-        let mut url = self.raw.clone();
-        let mut sep = if url.contains('?') { '&' } else { '?' };
-        if !self.has_path {
-            // amiquip needs a path before the query to read the vhost; "/" is the default vhost.
-            if let Some(i) = url.find('?') {
-                url.insert(i, '/');
-            } else {
-                url.push('/');
-            }
-        }
-        for (key, value) in [
-            ("heartbeat", heartbeat_secs.to_string()),
-            ("connection_timeout", connect_timeout_ms.to_string()),
-        ] {
-            if !self.options.iter().any(|(k, _)| k == key) {
-                url.push(sep);
-                url.push_str(key);
-                url.push('=');
-                url.push_str(&value);
-                sep = '&';
-            }
-        }
-        url
+    pub fn host(&self) -> &str {
+        &self.host
     }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// User and password to log in with, if the URL names a user.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.credentials
+            .as_ref()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+    }
+
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// A tuning option given in the URL (`heartbeat`, `channel_max`, `connection_timeout`).
+    pub fn option(&self, key: &str) -> Option<u64> {
+        self.options.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// `%XX` decoding as URLs use it (a `+` stays a `+`); `None` for a broken escape or non-UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
@@ -259,17 +300,28 @@ mod tests {
     }
 
     #[test]
-    fn dial_url_adds_missing_tuning_only() {
-        let url = BrokerUrl::parse("amqp://h:1/").unwrap();
+    fn decodes_what_the_handshake_needs() {
+        let url =
+            BrokerUrl::parse("amqp://u%3A1:p%40ss+w@h:1/v%2Fh?heartbeat=5&channel_max=2").unwrap();
+        assert_eq!(url.credentials(), Some(("u:1", "p@ss+w")));
+        assert_eq!(url.vhost(), "v/h");
+        assert_eq!(url.option("heartbeat"), Some(5));
+        assert_eq!(url.option("channel_max"), Some(2));
+        assert_eq!(url.option("connection_timeout"), None);
+        let url = BrokerUrl::parse("amqp://h").unwrap();
         assert_eq!(
-            url.dial_url(10, 3000),
-            "amqp://h:1/?heartbeat=10&connection_timeout=3000"
+            (url.credentials(), url.vhost(), url.port()),
+            (None, "/", 5672)
         );
-        let url = BrokerUrl::parse("amqp://h?heartbeat=5").unwrap();
-        assert_eq!(
-            url.dial_url(10, 3000),
-            "amqp://h/?heartbeat=5&connection_timeout=3000"
-        );
+        assert_eq!(BrokerUrl::parse("amqp://h/").unwrap().vhost(), "/");
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h/%zz"),
+            Err(UrlError::Encoding(_))
+        ));
+        assert!(matches!(
+            BrokerUrl::parse("amqp://h/?heartbeat=70000"),
+            Err(UrlError::Option(_))
+        ));
         let url = BrokerUrl::parse("amqp://[::1]:5673/v").unwrap();
         assert_eq!(url.address(), "[::1]:5673");
     }

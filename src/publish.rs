@@ -5,7 +5,7 @@ use crate::amqp_url::BrokerUrl;
 use crate::cli::PublishArgs;
 use crate::config::Config;
 use crate::queue;
-use amiquip::{AmqpProperties, Connection, ConnectionTuning, Publish};
+use amiquip::{AmqpProperties, ConnectionTuning, Publish};
 use std::fmt;
 use std::io::Read;
 
@@ -48,9 +48,13 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         broker: url.to_string(),
         message: url.scrub(&e.to_string()),
     };
-    let dial = url.dial_url(config.broker.heartbeat, 5_000);
     let mut connection =
-        Connection::insecure_open_tuned(&dial, ConnectionTuning::default()).map_err(amqp)?;
+        crate::broker::connect(url, config.broker.heartbeat, ConnectionTuning::default()).map_err(
+            |message| PublishError::Amqp {
+                broker: url.to_string(),
+                message,
+            },
+        )?;
     let channel = connection.open_channel(None).map_err(amqp)?;
     queue::declare(
         &channel,

@@ -102,6 +102,7 @@ impl Server {
             address: config.server.address.clone(),
             error,
         })?;
+        widen_backlog(&listener);
         if let Ok(mut wake) = self.stopper.wake.lock() {
             *wake = Some(loopback_of(local));
         }
@@ -166,6 +167,17 @@ impl Server {
         context.stream.broker.shutdown();
         info!("stopped");
         Ok(())
+    }
+}
+
+/// std listens with a backlog of 128; a burst of browsers reconnecting after a restart is
+/// larger, and connections beyond the backlog wait a whole SYN retry (a second or more).
+/// Linux takes a second `listen` on a listening socket as a new backlog.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on a socket we own; failure leaves the old backlog, which still works.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), 4096);
     }
 }
 

@@ -103,11 +103,17 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     let mut delivered = 0u64;
     let end = run(&mut client.socket, &consumer, context, &mut delivered);
     context.metrics.consumers.fetch_sub(1, Ordering::Relaxed);
-    // Closing the channel hands every unacked delivery back to the queue.
+    // amiquip's I/O thread, on cancel-ok, first wakes the cancelling `Consumer::drop` and only
+    // then tells the consumer's receiver; if that receiver is gone by then, it treats this as
+    // fatal and closes the whole connection, ending every stream on it. A clone of the receiver
+    // kept until the channel is closed makes that last message land.
+    let keep_receiver = consumer.receiver().clone();
     drop(consumer);
+    // Closing the channel hands every unacked delivery back to the queue.
     if let Err(e) = channel.close() {
         debug!("closing the channel of {queue:?}: {e}");
     }
+    drop(keep_receiver);
     // The client sees the end of the stream, and its EventSource reconnects.
     let _ = client.socket.shutdown(std::net::Shutdown::Both);
     info!(

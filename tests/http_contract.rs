@@ -122,7 +122,7 @@ fn a_queue_consumed_elsewhere_gets_503() {
     let amqp = Amqp::connect();
     amqp.declare(&queue);
     // Another process (here: a plain AMQP consumer) holds the queue.
-    let mut other = amiquip::Connection::insecure_open(&support::broker_url()).unwrap();
+    let mut other = support::amqp_connection();
     let channel = other.open_channel(None).unwrap();
     let _consumer = channel
         .basic_consume(queue.as_str(), amiquip::ConsumerOptions::default())

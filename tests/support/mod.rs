@@ -5,6 +5,7 @@
 use amiquip::{
     AmqpProperties, AmqpValue, Channel, Connection, FieldTable, Publish, QueueDeclareOptions,
 };
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -440,6 +441,18 @@ pub fn parse_event(frame: &str) -> Event {
     event
 }
 
+/// A connection to the test broker with `TCP_NODELAY` (amiquip's own dialling leaves Nagle on,
+/// which makes every synchronous method wait for a delayed ACK).
+pub fn amqp_connection() -> Connection {
+    let socket =
+        TcpStream::connect(("127.0.0.1", broker_port())).expect("connect to the test broker");
+    socket.set_nodelay(true).unwrap();
+    let socket = mio::net::TcpStream::from_stream(socket).unwrap();
+    let options = amiquip::ConnectionOptions::<amiquip::Auth>::default();
+    Connection::insecure_open_stream(socket, options, amiquip::ConnectionTuning::default())
+        .expect("AMQP handshake with the test broker")
+}
+
 /// A publisher on its own connection to the test broker.
 pub struct Amqp {
     connection: Option<Connection>,
@@ -448,8 +461,7 @@ pub struct Amqp {
 
 impl Amqp {
     pub fn connect() -> Amqp {
-        let mut connection =
-            Connection::insecure_open(&broker_url()).expect("connect to the test broker");
+        let mut connection = amqp_connection();
         let channel = connection.open_channel(None).expect("open a channel");
         Amqp {
             connection: Some(connection),
@@ -529,4 +541,79 @@ impl Drop for Amqp {
             let _ = connection.close();
         }
     }
+}
+
+/// Runs `rabbitmqctl` against the test broker.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let dir = std::env::var("EVENTSOURCED_TEST_BROKER_DIR")
+        .expect("EVENTSOURCED_TEST_BROKER_DIR is not set: run the tests with `make test`");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
+    let output = Command::new(script)
+        .arg("ctl")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn broker_port() -> u16 {
+    let url = broker_url();
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("port in the broker URL")
+}
+
+/// Local ports of the TCP connections process `pid` has open to the test broker.
+pub fn broker_connection_ports(pid: i32) -> Vec<u16> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().to_string();
+                    l.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let broker = broker_port();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local = u16::from_str_radix(cols.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let remote = u16::from_str_radix(cols.get(2)?.rsplit(':').next()?, 16).ok()?;
+            (remote == broker && inodes.contains(*cols.get(9)?)).then_some(local)
+        })
+        .collect()
+}
+
+/// Makes the broker close every AMQP connection of process `pid`.
+pub fn close_broker_connections_of(pid: i32) {
+    let ports = broker_connection_ports(pid);
+    assert!(!ports.is_empty(), "process {pid} has no broker connection");
+    let listing = rabbitmqctl(&["list_connections", "pid", "peer_port", "--no-table-headers"]);
+    let mut closed = 0;
+    for line in listing.lines() {
+        let mut cols = line.split_whitespace();
+        let (Some(connection), Some(port)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        if port.parse().is_ok_and(|p: u16| ports.contains(&p)) {
+            rabbitmqctl(&["close_connection", connection, "closed by a test"]);
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, ports.len(), "connections listed:\n{listing}");
 }
