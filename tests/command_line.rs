@@ -1,0 +1,101 @@
+//! The command line as a user meets it: `-v`, `-c`, `--config`, and a bad config refused with
+//! its file, key and line.
+
+mod support;
+
+use std::process::{Command, Output};
+use support::TempDir;
+
+fn eventsourced(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventsourced"));
+    command.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run eventsourced")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = eventsourced(&["-v"], &[]);
+    assert!(out.status.success());
+    let line = text(&out.stdout);
+    assert!(
+        line.starts_with(&format!(
+            "eventsourced {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn dump_shows_defaults_files_and_environment_merged() {
+    let dir = TempDir::new("cli");
+    let file = dir.path.join("config.yml");
+    std::fs::write(
+        &file,
+        "queue:\n  expire: 60\nheader:\n  cors:\n    X-Extra: one\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = eventsourced(
+        &["--config", path, "-c"],
+        &[("EVENTSOURCED_SERVER_ADDRESS", "127.0.0.1:9")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dump = text(&out.stdout);
+    for expected in [
+        "server:\n  address: 127.0.0.1:9\n",
+        "queue:\n  pattern: ${query:id}\n  expires: 60\n",
+        "- amqp://guest:guest@127.0.0.1:5672/\n  - amqp://guest:guest@127.0.0.1:5672/\n",
+        "    Access-Control-Allow-Origin: '*'\n    X-Extra: one\n",
+        "    Transfer-Encoding: identity\n",
+    ] {
+        assert!(dump.contains(expected), "missing {expected:?} in:\n{dump}");
+    }
+}
+
+#[test]
+fn a_bad_config_stops_the_server_naming_file_key_and_line() {
+    let dir = TempDir::new("cli");
+    let file = dir.path.join("config.yml");
+    std::fs::write(&file, "server:\n  address: 127.0.0.1:0\nbroker:\n  node:\n    - amqp://app:hunter2@mq:5672/\n    - amqps://app:hunter2@mq/\n").unwrap();
+    let path = file.to_str().unwrap();
+    let out = eventsourced(&["--config", path], &[]);
+    assert!(!out.status.success());
+    let message = text(&out.stderr);
+    assert!(message.contains(path), "{message}");
+    assert!(message.contains("broker.node[1]"), "{message}");
+    assert!(message.contains("line 6"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+
+    std::fs::write(&file, "server:\n  adress: 127.0.0.1:0\n").unwrap();
+    let message = text(&eventsourced(&["--config", path], &[]).stderr);
+    assert!(
+        message.contains("unknown field `adress`") && message.contains("line 2"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_an_error() {
+    let out = eventsourced(&["--config", "/nonexistent/config.yml", "-c"], &[]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read config file /nonexistent/config.yml"));
+}
+
+#[test]
+fn a_bad_environment_variable_is_named() {
+    let out = eventsourced(&["-c"], &[("EVENTSOURCED_QUEUE_EXPIRES", "soon")]);
+    assert!(!out.status.success());
+    let message = text(&out.stderr);
+    assert!(
+        message.contains("environment variable EVENTSOURCED_QUEUE_EXPIRES"),
+        "{message}"
+    );
+}
