@@ -167,3 +167,81 @@ fn a_stream_ends_when_its_broker_connection_is_closed() {
         server.log_text().matches("connected to broker").count() >= 2
     });
 }
+
+#[test]
+fn streams_are_spread_round_robin_over_connections() {
+    let url = support::broker_url();
+    let server = Server::start(&[("EVENTSOURCED_BROKER_NODE", &format!("{url},{url}"))]);
+    server.wait_log_count("connected to broker", 2);
+    let streams: Vec<Stream> = (0..6)
+        .map(|i| {
+            Stream::open(
+                server.addr,
+                &format!("/?id={}", unique(&format!("rr{i}"))),
+                &[],
+            )
+        })
+        .collect();
+    assert!(streams.iter().all(|s| s.status == 200));
+    // The broker's view: channels with a consumer, per connection of this server.
+    let ports = support::broker_connection_ports(server.pid());
+    assert_eq!(ports.len(), 2);
+    let listing = support::rabbitmqctl(&[
+        "list_channels",
+        "connection",
+        "consumer_count",
+        "--no-table-headers",
+    ]);
+    let connections =
+        support::rabbitmqctl(&["list_connections", "pid", "peer_port", "--no-table-headers"]);
+    let per_connection: Vec<usize> = connections
+        .lines()
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let (pid, port) = (cols.next()?, cols.next()?.parse::<u16>().ok()?);
+            ports.contains(&port).then(|| {
+                listing
+                    .lines()
+                    .filter(|c| c.starts_with(pid) && c.trim_end().ends_with('1'))
+                    .count()
+            })
+        })
+        .collect();
+    assert_eq!(
+        per_connection,
+        vec![3, 3],
+        "channels:\n{listing}\nconnections:\n{connections}"
+    );
+}
+
+#[test]
+fn debug_vars_counts_deliveries_of_the_last_second() {
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("rate");
+    amqp.declare(&queue);
+    for n in 1..=50 {
+        amqp.publish(&queue, &format!("m{n}"));
+    }
+    let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    for _ in 1..=50 {
+        stream.next_data().expect("50 messages");
+    }
+    let mut most = 0;
+    wait_for(
+        "Delivery to report the burst",
+        Duration::from_secs(5),
+        || {
+            let vars = String::from_utf8(server.get("/debug/vars", &[]).body).unwrap();
+            let n: u64 = vars
+                .split("\"Delivery\": ")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            most = most.max(n);
+            most > 0
+        },
+    );
+    assert!(most <= 50, "{most}");
+}
