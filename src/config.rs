@@ -5,6 +5,7 @@
 
 use crate::amqp_url::BrokerUrl;
 use crate::pattern::Pattern;
+use crate::registry::Conflict;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,8 @@ pub struct ServerConfig {
     pub request_timeout: u64,
     /// Seconds a write to a client may block before the client is dropped.
     pub write_timeout: u64,
+    /// Whether frames carry `id:` (off: byte-exact frames of the original).
+    pub event_ids: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +59,10 @@ pub struct QueueConfig {
     pub expires: u32,
     /// Deliveries the broker may have in flight to one stream before it waits for acks.
     pub prefetch: u16,
+    /// Written deliveries kept unacked until this many newer ones are written.
+    pub replay_window: u16,
+    /// What a request for a queue that is being streamed gets.
+    pub conflict: Conflict,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +156,7 @@ impl Config {
             keepalive: u64,
             request_timeout: u64,
             write_timeout: u64,
+            event_ids: bool,
         }
         #[derive(Serialize)]
         struct DumpBroker<'a> {
@@ -160,6 +168,8 @@ impl Config {
             pattern: &'a str,
             expires: u32,
             prefetch: u16,
+            replay_window: u16,
+            conflict: &'static str,
         }
         #[derive(Serialize)]
         struct DumpHeader<'a> {
@@ -173,6 +183,7 @@ impl Config {
                 keepalive: self.server.keepalive,
                 request_timeout: self.server.request_timeout,
                 write_timeout: self.server.write_timeout,
+                event_ids: self.server.event_ids,
             },
             broker: DumpBroker {
                 node: self
@@ -187,6 +198,11 @@ impl Config {
                 pattern: self.queue.pattern.as_configured(),
                 expires: self.queue.expires,
                 prefetch: self.queue.prefetch,
+                replay_window: self.queue.replay_window,
+                conflict: match self.queue.conflict {
+                    Conflict::Takeover => "takeover",
+                    Conflict::Reject => "reject",
+                },
             },
             header: DumpHeader {
                 cors: &self.header.cors,
@@ -215,6 +231,7 @@ struct FileServer {
     keepalive: Option<u64>,
     request_timeout: Option<Seconds>,
     write_timeout: Option<Seconds>,
+    event_ids: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +249,8 @@ struct FileQueue {
     #[serde(alias = "expire")]
     expires: Option<Expires>,
     prefetch: Option<Prefetch>,
+    replay_window: Option<u16>,
+    conflict: Option<ConflictSetting>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -265,6 +284,7 @@ impl FileConfig {
             keepalive: o.keepalive.or(b.keepalive),
             request_timeout: o.request_timeout.or(b.request_timeout),
             write_timeout: o.write_timeout.or(b.write_timeout),
+            event_ids: o.event_ids.or(b.event_ids),
         });
         let broker = merge_option(base.broker, self.broker, |b, o| FileBroker {
             node: o.node.or(b.node),
@@ -274,6 +294,8 @@ impl FileConfig {
             pattern: o.pattern.or(b.pattern),
             expires: o.expires.or(b.expires),
             prefetch: o.prefetch.or(b.prefetch),
+            replay_window: o.replay_window.or(b.replay_window),
+            conflict: o.conflict.or(b.conflict),
         });
         let header = merge_option(base.header, self.header, |b, o| FileHeader {
             cors: merge_option(b.cors, o.cors, |mut b, o| {
@@ -316,6 +338,7 @@ impl FileConfig {
                 keepalive: server.keepalive.unwrap_or(15),
                 request_timeout: server.request_timeout.map_or(5, |s| s.0),
                 write_timeout: server.write_timeout.map_or(30, |s| s.0),
+                event_ids: server.event_ids.unwrap_or(true),
             },
             broker: BrokerConfig {
                 node: broker.node.unwrap_or_else(|| {
@@ -331,6 +354,8 @@ impl FileConfig {
                 }),
                 expires: queue.expires.map_or(1800, |e| e.0),
                 prefetch: queue.prefetch.map_or(64, |p| p.0),
+                replay_window: queue.replay_window.unwrap_or(128),
+                conflict: queue.conflict.map_or(Conflict::Takeover, |c| c.0),
             },
             header: HeaderConfig {
                 cors: headers(
@@ -374,11 +399,14 @@ pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
     ("server", "keepalive"),
     ("server", "request_timeout"),
     ("server", "write_timeout"),
+    ("server", "event_ids"),
     ("broker", "node"),
     ("broker", "heartbeat"),
     ("queue", "pattern"),
     ("queue", "expires"),
     ("queue", "prefetch"),
+    ("queue", "replay_window"),
+    ("queue", "conflict"),
     ("header", "cors"),
     ("header", "sse"),
 ];
@@ -407,7 +435,7 @@ fn environment_layers() -> Result<Vec<(String, FileConfig)>, ConfigError> {
                 .map(|url| serde_yaml::Value::String(url.trim().to_string()))
                 .collect::<Vec<_>>()
                 .into()
-        } else if matches!(*key, "address" | "pattern") {
+        } else if matches!(*key, "address" | "pattern" | "conflict") {
             serde_yaml::Value::String(raw.clone())
         } else {
             serde_yaml::from_str(&raw).map_err(|e| invalid(e.to_string()))?
@@ -431,6 +459,8 @@ struct Address(String);
 struct Workers(usize);
 #[derive(Debug)]
 struct Expires(u32);
+#[derive(Debug)]
+struct ConflictSetting(Conflict);
 /// A timeout in whole seconds, at least one.
 #[derive(Debug)]
 struct Seconds(u64);
@@ -499,6 +529,16 @@ impl<'de> Deserialize<'de> for Workers {
         checked_u64(d, |n| match n {
             1..=100_000 => Ok(Workers(n as usize)),
             n => Err(format!("workers {n} must be from 1 to 100000")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ConflictSetting {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_str(d, |text| match text {
+            "takeover" => Ok(ConflictSetting(Conflict::Takeover)),
+            "reject" => Ok(ConflictSetting(Conflict::Reject)),
+            other => Err(format!("conflict {other:?} must be takeover or reject")),
         })
     }
 }

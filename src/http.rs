@@ -34,6 +34,14 @@ impl RequestHead {
             .split_once('?')
             .map_or("", |(_, q)| q.split('#').next().unwrap_or(""))
     }
+
+    /// The first value of header `name`, of any case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Why no request could be read. Each has the status a client is answered with, if any.

@@ -6,6 +6,7 @@ mod broker;
 mod cli;
 mod clock;
 mod config;
+mod event_id;
 mod http;
 mod logging;
 mod metrics;

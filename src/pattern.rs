@@ -159,15 +159,16 @@ fn validate_queue_name(name: Vec<u8>) -> Result<String, Refusal> {
 fn query_value(query: &str, key: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = percent_decode(k)?;
+        let k = form_decode(k)?;
         if k != key.as_bytes() {
             return None;
         }
-        percent_decode(v)
+        form_decode(v)
     })
 }
 
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
+/// A query value decoded as HTML forms encode it (`+` is a space); `None` for a broken escape.
+pub fn form_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

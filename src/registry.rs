@@ -1,68 +1,140 @@
-//! Which queues this server is streaming right now: one stream per queue, decided atomically
-//! here before the broker is asked (the broker's exclusive consume then guards against other
-//! servers).
+//! Which queues this server is streaming right now: one stream per queue, decided here before
+//! the broker is asked (the broker's exclusive consume then guards against other servers).
+//! A new request for a queue being streamed either takes it over (the old stream ends and
+//! hands its unacked messages back) or is refused, as `queue.conflict` says.
 
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What to do when a queue already has a stream here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// End the old stream and serve the new request (a browser reconnecting after a network
+    /// change is served at once instead of waiting for TCP to notice the old connection).
+    Takeover,
+    /// Refuse the new request, as the original does.
+    Reject,
+}
 
 #[derive(Default)]
 pub struct Registry {
-    active: Mutex<HashMap<String, u64>>,
+    active: Mutex<HashMap<String, Holder>>,
+    released: Condvar,
     next: AtomicU64,
 }
 
-/// Proof that this stream owns its queue here; dropping it releases the queue.
+struct Holder {
+    id: u64,
+    stop: Sender<()>,
+}
+
+/// Proof that a stream owns its queue here; dropping it releases the queue.
 pub struct Claim<'a> {
     registry: &'a Registry,
     queue: String,
     id: u64,
+    /// Receives when another request takes the queue over.
+    pub stop: Receiver<()>,
 }
 
 impl Registry {
-    /// Claims `queue`, or `None` when another stream of this server holds it.
-    pub fn claim(&self, queue: &str) -> Option<Claim<'_>> {
+    /// Claims `queue`, taking it over from its current stream if `conflict` says so and that
+    /// stream lets go within `wait`; `None` when the queue stays taken.
+    pub fn claim(&self, queue: &str, conflict: Conflict, wait: Duration) -> Option<Claim<'_>> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut active = lock(&self.active);
-        if active.contains_key(queue) {
-            return None;
+        let deadline = Instant::now() + wait;
+        let mut active = self.lock();
+        while let Some(holder) = active.get(queue) {
+            if conflict == Conflict::Reject {
+                return None;
+            }
+            let _ = holder.stop.try_send(());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            active = self
+                .released
+                .wait_timeout(active, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
-        active.insert(queue.to_string(), id);
+        let (stop, stopped) = crossbeam_channel::bounded(1);
+        active.insert(queue.to_string(), Holder { id, stop });
         Some(Claim {
             registry: self,
             queue: queue.to_string(),
             id,
+            stop: stopped,
         })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Holder>> {
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        let mut active = lock(&self.registry.active);
-        if active.get(&self.queue) == Some(&self.id) {
+        let mut active = self.registry.lock();
+        if active.get(&self.queue).is_some_and(|h| h.id == self.id) {
             active.remove(&self.queue);
         }
+        self.registry.released.notify_all();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    const WAIT: Duration = Duration::from_secs(2);
 
     #[test]
-    fn one_claim_per_queue_until_released() {
+    fn reject_keeps_one_claim_per_queue_until_released() {
         let registry = Registry::default();
-        let first = registry.claim("q");
+        let first = registry.claim("q", Conflict::Reject, WAIT);
         assert!(first.is_some());
-        assert!(registry.claim("q").is_none());
-        assert!(registry.claim("other").is_some());
+        assert!(registry.claim("q", Conflict::Reject, WAIT).is_none());
+        assert!(registry.claim("other", Conflict::Reject, WAIT).is_some());
         drop(first);
-        assert!(registry.claim("q").is_some());
+        assert!(registry.claim("q", Conflict::Reject, WAIT).is_some());
+    }
+
+    #[test]
+    fn takeover_stops_the_holder_and_waits_for_it() {
+        let registry = Arc::new(Registry::default());
+        let (held_tx, held_rx) = crossbeam_channel::bounded(0);
+        let holder = {
+            let registry = Arc::clone(&registry);
+            thread::spawn(move || {
+                let claim = registry
+                    .claim("q", Conflict::Takeover, WAIT)
+                    .expect("first claim");
+                held_tx.send(()).unwrap();
+                // A stream ends when told to, then releases the queue.
+                claim.stop.recv_timeout(WAIT).expect("told to stop");
+            })
+        };
+        held_rx.recv().unwrap();
+        let second = registry.claim("q", Conflict::Takeover, WAIT);
+        assert!(second.is_some());
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn takeover_gives_up_when_the_holder_does_not_let_go() {
+        let registry = Registry::default();
+        let _stuck = registry.claim("q", Conflict::Takeover, WAIT).unwrap();
+        assert!(registry
+            .claim("q", Conflict::Takeover, Duration::from_millis(50))
+            .is_none());
     }
 }

@@ -121,6 +121,9 @@ impl Server {
                 settings: StreamSettings {
                     expires_ms: crate::queue::expires_ms(config.queue.expires),
                     prefetch: config.queue.prefetch,
+                    replay_window: config.queue.replay_window,
+                    event_ids: config.server.event_ids,
+                    conflict: config.queue.conflict,
                     keepalive: (config.server.keepalive > 0)
                         .then(|| Duration::from_secs(config.server.keepalive)),
                 },

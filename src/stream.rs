@@ -1,16 +1,21 @@
 //! One client's session: claim the queue, declare it, consume it exclusively, and write each
-//! delivery as an SSE frame, acking only what has been written and flushed.
+//! delivery as an SSE frame. A delivery is acked only after its frame was written and the
+//! client had not closed, and the last `replay_window` written deliveries stay unacked: if the
+//! client vanishes with them unread in a socket buffer, they return to the queue. On the next
+//! connection those up to the client's `Last-Event-ID` are acked without being sent again.
 
 use crate::broker::Broker;
+use crate::event_id;
 use crate::http::RequestHead;
 use crate::metrics::Metrics;
 use crate::queue;
-use crate::registry::Registry;
+use crate::registry::{Conflict, Registry};
 use crate::response::{Answers, Client, Refusal};
 use crate::sse;
-use amiquip::{Channel, ConsumerMessage, ConsumerOptions, Delivery};
-use crossbeam_channel::{select, Receiver};
+use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use log::{debug, info};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -20,6 +25,11 @@ use std::time::{Duration, Instant};
 
 /// The text the original sends when a queue already has a consumer.
 pub const REASON_TAKEN: &str = "server: max consumers exceeded";
+/// How long a takeover waits for the old stream to hand its queue back.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// How long a resuming stream waits for the broker's redeliveries before it stops looking for
+/// the client's last event among them.
+const RESUME_WAIT: Duration = Duration::from_millis(200);
 
 /// What every stream shares.
 pub struct StreamContext {
@@ -36,8 +46,20 @@ pub struct StreamSettings {
     /// `x-expires` in milliseconds, a signed 32-bit integer like the original's.
     pub expires_ms: i32,
     pub prefetch: u16,
+    /// Written deliveries kept unacked until this many newer ones have been written.
+    pub replay_window: u16,
+    /// Whether frames carry `id:` fields.
+    pub event_ids: bool,
+    pub conflict: Conflict,
     /// Idle time after which a comment frame is sent; `None` sends none.
     pub keepalive: Option<Duration>,
+}
+
+impl StreamSettings {
+    /// Deliveries the broker may have unacked on one stream: the window plus the flow.
+    fn qos(&self) -> u16 {
+        self.prefetch.saturating_add(self.replay_window)
+    }
 }
 
 /// Why a stream ended, for the log.
@@ -45,6 +67,7 @@ enum End {
     ClientGone(std::io::Error),
     Cancelled,
     ChannelClosed(String),
+    TakenOver,
     Shutdown,
 }
 
@@ -54,6 +77,7 @@ impl std::fmt::Display for End {
             End::ClientGone(e) => write!(f, "client gone ({e})"),
             End::Cancelled => f.write_str("consumer cancelled by the broker"),
             End::ChannelClosed(why) => write!(f, "broker channel closed ({why})"),
+            End::TakenOver => f.write_str("taken over by a new request for the queue"),
             End::Shutdown => f.write_str("server shutting down"),
         }
     }
@@ -69,7 +93,11 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         };
         context.answers.refuse(&mut client, &what, 503, &refusal);
     };
-    let Some(_claim) = context.registry.claim(queue) else {
+    let settings = &context.settings;
+    let Some(claim) = context
+        .registry
+        .claim(queue, settings.conflict, TAKEOVER_WAIT)
+    else {
         return refuse(REASON_TAKEN, None);
     };
     let lease = match context.broker.open_channel() {
@@ -77,7 +105,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         Err(e) => return refuse(&e.to_string(), Some(1)),
     };
     let channel = lease.channel;
-    if let Err(e) = declare(&channel, queue, &context.settings) {
+    if let Err(e) = declare(&channel, queue, settings) {
         return refuse(&format!("broker: {e}"), None);
     }
     let options = ConsumerOptions {
@@ -86,22 +114,35 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     };
     let consumer = match channel.basic_consume(queue, options) {
         Ok(consumer) => consumer,
-        // ACCESS_REFUSED: another consumer (of this or another server) holds the queue.
+        // ACCESS_REFUSED: a consumer elsewhere (another server) holds the queue.
         Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {
-            return refuse(REASON_TAKEN, None)
+            return refuse(REASON_TAKEN, Some(1))
         }
         Err(e) => return refuse(&format!("broker: {e}"), None),
     };
 
     let peer = client.peer;
     let started = Instant::now();
+    let last_event_id = settings.event_ids.then(|| last_event_id(head)).flatten();
     info!(
-        "stream {queue:?} opened for {peer} on broker {}",
-        lease.broker
+        "stream {queue:?} opened for {peer} on broker {}{}",
+        lease.broker,
+        last_event_id
+            .as_deref()
+            .map(|id| format!(", resuming after {id:?}"))
+            .unwrap_or_default()
     );
     context.metrics.consumers.fetch_add(1, Ordering::Relaxed);
-    let mut delivered = 0u64;
-    let end = run(&mut client.socket, &consumer, context, &mut delivered);
+    let mut session = Session {
+        socket: &mut client.socket,
+        consumer: &consumer,
+        context,
+        window: VecDeque::new(),
+        out: Vec::new(),
+        delivered: 0,
+    };
+    let end = session.run(last_event_id.as_deref(), &claim.stop);
+    let delivered = session.delivered;
     context.metrics.consumers.fetch_sub(1, Ordering::Relaxed);
     // amiquip's I/O thread, on cancel-ok, first wakes the cancelling `Consumer::drop` and only
     // then tells the consumer's receiver; if that receiver is gone by then, it treats this as
@@ -114,6 +155,8 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         debug!("closing the channel of {queue:?}: {e}");
     }
     drop(keep_receiver);
+    // Only now may a takeover proceed: the messages are back in the queue.
+    drop(claim);
     // The client sees the end of the stream, and its EventSource reconnects.
     let _ = client.socket.shutdown(std::net::Shutdown::Both);
     info!(
@@ -122,100 +165,184 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     );
 }
 
-fn declare(channel: &Channel, queue: &str, settings: &StreamSettings) -> amiquip::Result<()> {
-    queue::declare(channel, queue, settings.expires_ms)?;
-    channel.qos(0, settings.prefetch, false)
+fn declare(channel: &Channel, name: &str, settings: &StreamSettings) -> amiquip::Result<()> {
+    queue::declare(channel, name, settings.expires_ms)?;
+    channel.qos(0, settings.qos(), false)
 }
 
-/// Writes the head, then frames, until something ends the stream. Acks follow flushes.
-fn run(
-    client: &mut TcpStream,
-    consumer: &amiquip::Consumer<'_>,
-    context: &StreamContext,
-    delivered: &mut u64,
-) -> End {
-    let mut out = context.answers.stream_head();
-    out.extend_from_slice(sse::BANNER);
-    if let Err(e) = send(client, &out) {
-        return End::ClientGone(e);
-    }
-    let deliveries = consumer.receiver();
-    let batch_limit = usize::from(context.settings.prefetch);
-    // Without keep-alives the idle wait is simply very long.
-    let idle = context
-        .settings
-        .keepalive
-        .unwrap_or(Duration::from_secs(86_400 * 365));
-    loop {
-        let first = select! {
-            recv(deliveries) -> message => message,
-            recv(context.shutdown) -> _ => return End::Shutdown,
-            default(idle) => {
-                out.clear();
-                sse::push_comment(&mut out, "keep-alive");
-                if let Err(e) = send(client, &out) {
-                    return End::ClientGone(e);
-                }
-                if peer_closed(client) {
-                    return End::ClientGone(closed());
-                }
-                continue;
-            }
-        };
-        let mut last = match first {
-            Ok(ConsumerMessage::Delivery(delivery)) => delivery,
-            Ok(other) => return ended_by(other),
-            Err(_) => return End::ChannelClosed("connection lost".into()),
-        };
-        // Frames of deliveries that are already waiting go out in the same write.
-        out.clear();
-        push_frame(&mut out, &mut last);
-        let mut count = 1u64;
-        let mut pending_end = None;
-        while (count as usize) < batch_limit {
-            match deliveries.try_recv() {
-                Ok(ConsumerMessage::Delivery(mut delivery)) => {
-                    push_frame(&mut out, &mut delivery);
-                    last = delivery;
-                    count += 1;
-                }
-                Ok(other) => {
-                    pending_end = Some(ended_by(other));
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = send(client, &out) {
+/// The last event the client has: the `Last-Event-ID` header browsers send on reconnect, or
+/// the `lastEventId` query parameter EventSource polyfills send instead.
+fn last_event_id(head: &RequestHead) -> Option<String> {
+    let from_query = || {
+        head.query().split('&').find_map(|pair| {
+            let value = pair.strip_prefix("lastEventId=")?;
+            crate::pattern::form_decode(value).and_then(|v| String::from_utf8(v).ok())
+        })
+    };
+    head.header("Last-Event-ID")
+        .map(str::to_string)
+        .or_else(from_query)
+        .filter(|id| !id.is_empty())
+}
+
+struct Session<'a> {
+    socket: &'a mut TcpStream,
+    consumer: &'a Consumer<'a>,
+    context: &'a StreamContext,
+    /// Written, unacked deliveries (bodies dropped), oldest first.
+    window: VecDeque<Delivery>,
+    out: Vec<u8>,
+    delivered: u64,
+}
+
+impl Session<'_> {
+    fn run(&mut self, last_event_id: Option<&str>, taken_over: &Receiver<()>) -> End {
+        let mut head = self.context.answers.stream_head();
+        head.extend_from_slice(sse::BANNER);
+        if let Err(e) = send(self.socket, &head) {
             return End::ClientGone(e);
         }
-        // A client that has already closed its side will never read what was just written:
-        // those deliveries stay unacked and go back to the queue.
-        if peer_closed(client) {
-            return End::ClientGone(closed());
+        if let Some(id) = last_event_id {
+            let replayed = match self.skip_what_the_client_has(id) {
+                Ok(replayed) => replayed,
+                Err(end) => return end,
+            };
+            if let Err(end) = self.write(replayed) {
+                return end;
+            }
         }
-        *delivered += count;
-        context.metrics.record_deliveries(count);
-        // Every delivery up to `last` on this channel has been written and flushed.
-        if let Err(e) = consumer.ack_multiple(last) {
-            return End::ChannelClosed(e.to_string());
-        }
-        if let Some(end) = pending_end {
-            return end;
+        let deliveries = self.consumer.receiver();
+        let batch_limit = usize::from(self.context.settings.prefetch);
+        // Without keep-alives the idle wait is simply very long.
+        let idle = self
+            .context
+            .settings
+            .keepalive
+            .unwrap_or(Duration::from_secs(86_400 * 365));
+        loop {
+            let first = select! {
+                recv(deliveries) -> message => message,
+                recv(self.context.shutdown) -> _ => return End::Shutdown,
+                recv(taken_over) -> _ => return End::TakenOver,
+                default(idle) => {
+                    if let Err(end) = self.keepalive() {
+                        return end;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = match first {
+                Ok(ConsumerMessage::Delivery(delivery)) => vec![delivery],
+                Ok(other) => return ended_by(other),
+                Err(_) => return End::ChannelClosed("connection lost".into()),
+            };
+            // Deliveries that are already waiting go out in the same write.
+            let mut pending_end = None;
+            while batch.len() < batch_limit {
+                match deliveries.try_recv() {
+                    Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery),
+                    Ok(other) => {
+                        pending_end = Some(ended_by(other));
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(end) = self.write(batch) {
+                return end;
+            }
+            if let Some(end) = pending_end {
+                return end;
+            }
         }
     }
-}
 
-fn push_frame(out: &mut Vec<u8>, delivery: &mut Delivery) {
-    let body = std::mem::take(&mut delivery.body);
-    sse::push_event(
-        out,
-        &sse::Event {
-            id: None,
-            event: None,
-            data: &body,
-        },
-    );
+    /// Takes the broker's redeliveries (the previous stream's unacked tail, in queue order) up to
+    /// and including the one with id `last`, and acks them unsent. Returns what it took beyond
+    /// that, to be sent: all of it when `last` is not among the redeliveries.
+    fn skip_what_the_client_has(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
+        let limit = usize::from(self.context.settings.qos());
+        let mut taken = Vec::new();
+        while taken.len() < limit {
+            match self.consumer.receiver().recv_timeout(RESUME_WAIT) {
+                Ok(ConsumerMessage::Delivery(delivery)) => {
+                    if !delivery.redelivered {
+                        taken.push(delivery);
+                        break;
+                    }
+                    if event_id::of(&delivery.body, &delivery.properties) == last {
+                        // Acks this one and every earlier one on the channel: all of `taken`.
+                        let skipped = taken.len() + 1;
+                        self.consumer
+                            .ack_multiple(delivery)
+                            .map_err(|e| End::ChannelClosed(e.to_string()))?;
+                        debug!("skipped {skipped} messages the client already has");
+                        return Ok(Vec::new());
+                    }
+                    taken.push(delivery);
+                }
+                Ok(other) => return Err(ended_by(other)),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(End::ChannelClosed("connection lost".into()))
+                }
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Writes `batch` in one write, then acks what has left the replay window.
+    fn write(&mut self, batch: Vec<Delivery>) -> Result<(), End> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.out.clear();
+        let with_ids = self.context.settings.event_ids;
+        for delivery in &batch {
+            let id = with_ids.then(|| event_id::of(&delivery.body, &delivery.properties));
+            let event = sse::Event {
+                id: id.as_deref(),
+                event: None,
+                data: &delivery.body,
+            };
+            sse::push_event(&mut self.out, &event);
+        }
+        send(self.socket, &self.out).map_err(End::ClientGone)?;
+        // A client that has already closed its side will never read what was just written:
+        // those deliveries stay unacked and go back to the queue.
+        if peer_closed(self.socket) {
+            return Err(End::ClientGone(closed()));
+        }
+        let count = batch.len() as u64;
+        self.delivered += count;
+        self.context.metrics.record_deliveries(count);
+        self.window.extend(batch.into_iter().map(|mut d| {
+            d.body = Vec::new();
+            d
+        }));
+        let keep = usize::from(self.context.settings.replay_window);
+        let mut newest_settled = None;
+        while self.window.len() > keep {
+            newest_settled = self.window.pop_front();
+        }
+        // One ack covers every delivery up to this one on the channel.
+        if let Some(delivery) = newest_settled {
+            self.consumer
+                .ack_multiple(delivery)
+                .map_err(|e| End::ChannelClosed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn keepalive(&mut self) -> Result<(), End> {
+        self.out.clear();
+        sse::push_comment(&mut self.out, "keep-alive");
+        send(self.socket, &self.out).map_err(End::ClientGone)?;
+        if peer_closed(self.socket) {
+            return Err(End::ClientGone(closed()));
+        }
+        Ok(())
+    }
 }
 
 fn send(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {

@@ -25,7 +25,8 @@ fn assert_cors(headers: impl Fn(&str) -> Option<String>) {
 
 #[test]
 fn smoke_fixture_byte_for_byte() {
-    let server = Server::start(&[]).ready();
+    // Event ids off: the original's frames, byte for byte.
+    let server = Server::start(&[("EVENTSOURCED_SERVER_EVENT_IDS", "false")]).ready();
     let amqp = Amqp::connect();
     let queue = unique("smoke");
     amqp.declare(&queue);
@@ -101,8 +102,8 @@ fn options_is_204_and_other_methods_405_with_cors() {
 }
 
 #[test]
-fn second_client_of_a_queue_gets_503() {
-    let server = Server::start(&[]).ready();
+fn second_client_of_a_queue_gets_503_when_conflicts_are_rejected() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_CONFLICT", "reject")]).ready();
     let queue = unique("second");
     let first = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(first.status, 200);
@@ -133,11 +134,12 @@ fn a_queue_consumed_elsewhere_gets_503() {
         answer.header("X-Status-Reason"),
         Some("server: max consumers exceeded")
     );
+    assert_eq!(answer.header("Retry-After"), Some("1"));
 }
 
 #[test]
-fn ten_simultaneous_requests_for_one_queue_get_one_200() {
-    let server = Server::start(&[]).ready();
+fn ten_simultaneous_requests_for_one_queue_get_one_200_when_conflicts_are_rejected() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_CONFLICT", "reject")]).ready();
     let queue = unique("ten");
     let start = Arc::new(Barrier::new(10));
     let streams: Vec<_> = (0..10)
