@@ -6,9 +6,8 @@
 
 use crate::clock::Civil;
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::time::Instant;
 
 /// The largest request head we read; browsers send a few hundred bytes, cookies a few KiB.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -166,36 +165,6 @@ fn origin_form(target: &str) -> Option<String> {
     } else {
         format!("/{path}")
     })
-}
-
-/// Reads one request head from `socket`, giving up at `deadline`.
-pub fn read_head(socket: &mut TcpStream, deadline: Instant) -> Result<RequestHead, HttpError> {
-    let mut buffer = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HttpError::Timeout);
-        }
-        socket.set_read_timeout(Some(left)).map_err(HttpError::Io)?;
-        match socket.read(&mut chunk) {
-            Ok(0) => return Err(HttpError::Closed),
-            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HttpError::Timeout)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(HttpError::Io(e)),
-        }
-        if let Some(head) = parse_head(&buffer)? {
-            return Ok(head);
-        }
-    }
 }
 
 /// A complete short answer: status line, `headers`, `Date`, `Content-Length`,

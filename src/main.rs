@@ -13,6 +13,7 @@ mod metrics;
 mod pattern;
 mod publish;
 mod queue;
+mod reception;
 mod registry;
 mod response;
 mod server;

@@ -85,13 +85,14 @@ impl Metrics {
     pub fn debug_vars_json(&self) -> String {
         let cmdline: Vec<String> = std::env::args().map(|a| json_string(&a)).collect();
         format!(
-            "{{\n\"cmdline\": [{}],\n\"eventsourced\": {{\"Broker\": {}, \"Consumer\": {}, \"Delivery\": {}, \"Threads\": {}, \"Uptime\": {}}}\n}}\n",
+            "{{\n\"cmdline\": [{}],\n\"eventsourced\": {{\"Broker\": {}, \"Consumer\": {}, \"Delivery\": {}, \"Threads\": {}, \"Uptime\": {}, \"Busy\": {}}}\n}}\n",
             cmdline.join(", "),
             self.broker_connections.load(Ordering::Relaxed),
             self.consumers.load(Ordering::Relaxed),
             self.deliveries_last_second(),
             process_threads(),
             self.started.elapsed().as_nanos(),
+            self.refusals_busy.load(Ordering::Relaxed),
         )
     }
 }

@@ -4,16 +4,16 @@
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::http::{self, RequestHead};
+use crate::http::RequestHead;
 use crate::metrics::Metrics;
 use crate::pattern::{Pattern, RequestParts};
+use crate::reception::{self, Request};
 use crate::registry::Registry;
 use crate::response::{Answers, Client, Refusal};
 use crate::stream::{self, StreamContext, StreamSettings};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use log::{debug, error, info, warn};
 use std::fmt;
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +36,8 @@ pub enum ServerError {
         address: String,
         error: std::io::Error,
     },
+    /// The reception thread could not be started.
+    Reception(std::io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -44,6 +46,7 @@ impl fmt::Display for ServerError {
             ServerError::Bind { address, error } => {
                 write!(f, "cannot listen on {address}: {error}")
             }
+            ServerError::Reception(e) => write!(f, "cannot start reading requests: {e}"),
         }
     }
 }
@@ -117,7 +120,7 @@ impl Server {
                 ),
                 metrics: Arc::clone(&metrics),
                 registry: Registry::default(),
-                answers: Answers::new(&config.header),
+                answers: Arc::new(Answers::new(&config.header)),
                 settings: StreamSettings {
                     expires_ms: crate::queue::expires_ms(config.queue.expires),
                     prefetch: config.queue.prefetch,
@@ -130,9 +133,15 @@ impl Server {
                 shutdown: shutdown_rx,
             },
             pattern: config.queue.pattern.clone(),
-            request_timeout: Duration::from_secs(config.server.request_timeout),
         });
         let mut pool = Pool::new(config.server.workers, Arc::clone(&context));
+        let busy = Arc::clone(&pool.busy);
+        let doorbell = reception::start(
+            Duration::from_secs(config.server.request_timeout),
+            Arc::clone(&context.stream.answers),
+            move |request| pool.dispatch(request),
+        )
+        .map_err(ServerError::Reception)?;
         info!(
             "listening on {local} ({} workers at most, ready in {} ms)",
             config.server.workers,
@@ -144,10 +153,11 @@ impl Server {
             match listener.accept() {
                 Ok(_) if self.stopper.stopping() => break,
                 Ok((socket, peer)) => {
-                    // Frames go out as written; a client that stops reading fails the write.
-                    let _ = socket.set_nodelay(true);
-                    let _ = socket.set_write_timeout(Some(write_timeout));
-                    pool.dispatch(Client { socket, peer });
+                    tune(&socket, write_timeout);
+                    if !doorbell.admit(Client { socket, peer }) {
+                        error!("reception has stopped; stopping");
+                        break;
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors, or a connection reset while queued: keep serving.
@@ -162,14 +172,46 @@ impl Server {
             metrics.consumers.load(Ordering::Relaxed)
         );
         drop(listener);
+        drop(doorbell);
         drop(shutdown_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while pool.busy() > 0 && Instant::now() < deadline {
+        while busy.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
         context.stream.broker.shutdown();
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Socket options of an accepted connection. Frames go out as written (no Nagle); a client
+/// that stops reading fails the write after `write_timeout`; a peer that vanished without a
+/// word (a partition) fails the next write once TCP has retried for `write_timeout`, found
+/// by the keep-alive frames at the latest.
+fn tune(socket: &TcpStream, write_timeout: Duration) {
+    use std::os::fd::AsRawFd;
+    let _ = socket.set_nodelay(true);
+    let _ = socket.set_write_timeout(Some(write_timeout));
+    let millis = libc::c_uint::try_from(write_timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with pointers to live values of the sizes passed, on a socket we own;
+    // a failure leaves the default, which only makes dead peers slower to notice.
+    unsafe {
+        let fd = socket.as_raw_fd();
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&millis as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -200,28 +242,12 @@ fn loopback_of(local: SocketAddr) -> SocketAddr {
 struct Context {
     stream: StreamContext,
     pattern: Pattern,
-    request_timeout: Duration,
 }
 
-/// Reads the request on `client` and answers it, or serves it as a stream.
-fn handle(mut client: Client, context: &Context) {
+/// Answers a request, or serves it as a stream.
+fn handle(request: Request, context: &Context) {
+    let Request { mut client, head } = request;
     let answers = &context.stream.answers;
-    let head = match http::read_head(&mut client.socket, Instant::now() + context.request_timeout) {
-        Ok(head) => head,
-        Err(e) => {
-            match e.answer() {
-                Some((status, reason)) => {
-                    let refusal = Refusal {
-                        reason,
-                        retry_after: None,
-                    };
-                    answers.refuse(&mut client, "a request", status, &refusal);
-                }
-                None => debug!("{}: {e}", client.peer),
-            }
-            return;
-        }
-    };
     debug!("{} {} from {}", head.method, head.target, client.peer);
     match head.method.as_str() {
         "GET" => {}
@@ -232,7 +258,15 @@ fn handle(mut client: Client, context: &Context) {
         return answers.json(&mut client, &context.stream.metrics.debug_vars_json());
     }
     match queue_of(&head, &context.pattern) {
-        Ok(queue) => stream::serve(client, &head, &queue, &context.stream),
+        Ok(queue) => {
+            // Debug builds only: a queue named by this variable panics its worker, so the tests
+            // can show that a panic ends one request and nothing else.
+            #[cfg(debug_assertions)]
+            if std::env::var("EVENTSOURCED_TEST_PANIC_QUEUE").is_ok_and(|q| q == queue) {
+                panic!("test panic for queue {queue:?}");
+            }
+            stream::serve(client, &head, &queue, &context.stream)
+        }
         Err(reason) => {
             let what = format!("GET {}", head.target);
             answers.refuse(
@@ -264,8 +298,8 @@ fn queue_of(head: &RequestHead, pattern: &Pattern) -> Result<String, &'static st
 
 /// Worker threads, started on demand up to a bound.
 struct Pool {
-    jobs: Sender<Client>,
-    idle_jobs: Receiver<Client>,
+    jobs: Sender<Request>,
+    idle_jobs: Receiver<Request>,
     limit: usize,
     live: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
@@ -286,42 +320,34 @@ impl Pool {
         }
     }
 
-    fn busy(&self) -> usize {
-        self.busy.load(Ordering::Acquire)
-    }
-
-    fn dispatch(&mut self, client: Client) {
-        let client = match self.jobs.try_send(client) {
+    fn dispatch(&mut self, request: Request) {
+        let request = match self.jobs.try_send(request) {
             Ok(()) => return,
-            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => c,
+            Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => r,
         };
         if self.live.load(Ordering::Acquire) >= self.limit {
-            return self.refuse_busy(client);
+            return self.refuse_busy(request);
         }
-        self.spawn(client);
+        self.spawn(request);
     }
 
-    /// Every worker is busy: answer 503 at once from the accept thread, without waiting for
-    /// the request (what has arrived of it is read first, so that closing does not reset).
-    fn refuse_busy(&self, mut client: Client) {
+    /// Every worker is busy: answer 503 at once, counted, so the client retries later.
+    fn refuse_busy(&self, request: Request) {
+        let Request { mut client, head } = request;
         let metrics = &self.context.stream.metrics;
         metrics.refusals_busy.fetch_add(1, Ordering::Relaxed);
-        if client.socket.set_nonblocking(true).is_ok() {
-            let mut scratch = [0u8; 4096];
-            let _ = client.socket.read(&mut scratch);
-            let _ = client.socket.set_nonblocking(false);
-        }
         let refusal = Refusal {
             reason: "server: too many streams",
             retry_after: Some(1),
         };
+        let what = format!("{} {}", head.method, head.target);
         self.context
             .stream
             .answers
-            .refuse(&mut client, "a connection", 503, &refusal);
+            .refuse(&mut client, &what, 503, &refusal);
     }
 
-    fn spawn(&mut self, first: Client) {
+    fn spawn(&mut self, first: Request) {
         let jobs = self.idle_jobs.clone();
         let live = Arc::clone(&self.live);
         let busy = Arc::clone(&self.busy);
@@ -333,16 +359,16 @@ impl Pool {
             .stack_size(WORKER_STACK)
             .spawn(move || {
                 let mut next = Some(first);
-                while let Some(client) = next.take() {
-                    let peer = client.peer;
+                while let Some(request) = next.take() {
+                    let peer = request.client.peer;
                     // A panic ends only this client's request; the worker lives on.
-                    if catch_unwind(AssertUnwindSafe(|| handle(client, &context))).is_err() {
+                    if catch_unwind(AssertUnwindSafe(|| handle(request, &context))).is_err() {
                         error!("the request from {peer} ended by an internal error");
                     }
                     busy.fetch_sub(1, Ordering::AcqRel);
-                    if let Ok(client) = jobs.recv_timeout(WORKER_IDLE) {
+                    if let Ok(request) = jobs.recv_timeout(WORKER_IDLE) {
                         busy.fetch_add(1, Ordering::AcqRel);
-                        next = Some(client);
+                        next = Some(request);
                     }
                 }
                 live.fetch_sub(1, Ordering::AcqRel);

@@ -1,8 +1,10 @@
 //! One client's session: claim the queue, declare it, consume it exclusively, and write each
-//! delivery as an SSE frame. A delivery is acked only after its frame was written and the
-//! client had not closed, and the last `replay_window` written deliveries stay unacked: if the
-//! client vanishes with them unread in a socket buffer, they return to the queue. On the next
-//! connection those up to the client's `Last-Event-ID` are acked without being sent again.
+//! delivery as an SSE frame. A written delivery is acked only once the client's TCP has
+//! acknowledged its bytes and `replay_window` newer deliveries have been written: frames lost in
+//! our send queue (a partition, a stalled client) are never acked, and the window covers what
+//! may die unread beyond the client's kernel (its socket buffer, a proxy). Unacked deliveries
+//! return to the queue when the stream ends; on the next connection those up to the client's
+//! `Last-Event-ID` are acked without being sent again.
 
 use crate::broker::Broker;
 use crate::event_id;
@@ -30,13 +32,15 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// How long a resuming stream waits for the broker's redeliveries before it stops looking for
 /// the client's last event among them.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
+/// How often written deliveries beyond the window are checked for the client's TCP ack.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// What every stream shares.
 pub struct StreamContext {
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
-    pub answers: Answers,
+    pub answers: Arc<Answers>,
     pub settings: StreamSettings,
     /// Never sent on; disconnects when the server shuts down.
     pub shutdown: Receiver<()>,
@@ -138,6 +142,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         consumer: &consumer,
         context,
         window: VecDeque::new(),
+        written: 0,
         out: Vec::new(),
         delivered: 0,
     };
@@ -189,8 +194,11 @@ struct Session<'a> {
     socket: &'a mut TcpStream,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
-    /// Written, unacked deliveries (bodies dropped), oldest first.
-    window: VecDeque<Delivery>,
+    /// Written, unacked deliveries (bodies dropped) with the stream offset their frame ends
+    /// at, oldest first.
+    window: VecDeque<(Delivery, u64)>,
+    /// Bytes written to the socket since the stream began.
+    written: u64,
     out: Vec<u8>,
     delivered: u64,
 }
@@ -202,6 +210,7 @@ impl Session<'_> {
         if let Err(e) = send(self.socket, &head) {
             return End::ClientGone(e);
         }
+        self.written += head.len() as u64;
         if let Some(id) = last_event_id {
             let replayed = match self.skip_what_the_client_has(id) {
                 Ok(replayed) => replayed,
@@ -214,18 +223,29 @@ impl Session<'_> {
         let deliveries = self.consumer.receiver();
         let batch_limit = usize::from(self.context.settings.prefetch);
         // Without keep-alives the idle wait is simply very long.
-        let idle = self
-            .context
-            .settings
-            .keepalive
-            .unwrap_or(Duration::from_secs(86_400 * 365));
+        let keepalive =
+            (self.context.settings.keepalive).unwrap_or(Duration::from_secs(86_400 * 365));
+        let mut last_write = Instant::now();
         loop {
+            // While written deliveries wait for the client's TCP to acknowledge them, look again
+            // soon: they hold places in the broker's prefetch window.
+            let idle = if self.unsettled() {
+                SETTLE_INTERVAL
+            } else {
+                keepalive.saturating_sub(last_write.elapsed())
+            };
             let first = select! {
                 recv(deliveries) -> message => message,
                 recv(self.context.shutdown) -> _ => return End::Shutdown,
                 recv(taken_over) -> _ => return End::TakenOver,
                 default(idle) => {
-                    if let Err(end) = self.keepalive() {
+                    if last_write.elapsed() >= keepalive {
+                        if let Err(end) = self.keepalive() {
+                            return end;
+                        }
+                        last_write = Instant::now();
+                    }
+                    if let Err(end) = self.settle() {
                         return end;
                     }
                     continue;
@@ -251,6 +271,7 @@ impl Session<'_> {
             if let Err(end) = self.write(batch) {
                 return end;
             }
+            last_write = Instant::now();
             if let Some(end) = pending_end {
                 return end;
             }
@@ -291,7 +312,7 @@ impl Session<'_> {
         Ok(taken)
     }
 
-    /// Writes `batch` in one write, then acks what has left the replay window.
+    /// Writes `batch` in one write, then acks what may be acked.
     fn write(&mut self, batch: Vec<Delivery>) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
@@ -308,25 +329,39 @@ impl Session<'_> {
             sse::push_event(&mut self.out, &event);
         }
         send(self.socket, &self.out).map_err(End::ClientGone)?;
-        // A client that has already closed its side will never read what was just written:
-        // those deliveries stay unacked and go back to the queue.
-        if peer_closed(self.socket) {
-            return Err(End::ClientGone(closed()));
-        }
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
-        self.window.extend(batch.into_iter().map(|mut d| {
-            d.body = Vec::new();
-            d
+        // Every frame of the batch counts as ending with the write: conservative, never early.
+        self.written += self.out.len() as u64;
+        let end = self.written;
+        self.window.extend(batch.into_iter().map(|mut delivery| {
+            delivery.body = Vec::new();
+            (delivery, end)
         }));
+        self.settle()
+    }
+
+    /// Acks the deliveries that have left the replay window and whose bytes the client's TCP
+    /// has acknowledged.
+    fn settle(&mut self) -> Result<(), End> {
+        // A client that has closed its side will never read what is still in flight: those
+        // deliveries stay unacked and go back to the queue.
+        if peer_closed(self.socket) {
+            return Err(End::ClientGone(closed()));
+        }
+        let received = self
+            .written
+            .saturating_sub(unacknowledged_bytes(self.socket));
         let keep = usize::from(self.context.settings.replay_window);
         let mut newest_settled = None;
-        while self.window.len() > keep {
+        while self.window.len() > keep
+            && self.window.front().is_some_and(|(_, end)| *end <= received)
+        {
             newest_settled = self.window.pop_front();
         }
         // One ack covers every delivery up to this one on the channel.
-        if let Some(delivery) = newest_settled {
+        if let Some((delivery, _)) = newest_settled {
             self.consumer
                 .ack_multiple(delivery)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;
@@ -334,13 +369,16 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// True while deliveries beyond the window wait for the client's TCP.
+    fn unsettled(&self) -> bool {
+        self.window.len() > usize::from(self.context.settings.replay_window)
+    }
+
     fn keepalive(&mut self) -> Result<(), End> {
         self.out.clear();
         sse::push_comment(&mut self.out, "keep-alive");
         send(self.socket, &self.out).map_err(End::ClientGone)?;
-        if peer_closed(self.socket) {
-            return Err(End::ClientGone(closed()));
-        }
+        self.written += self.out.len() as u64;
         Ok(())
     }
 }
@@ -374,6 +412,19 @@ fn peer_closed(client: &TcpStream) -> bool {
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
             )
         }
+    }
+}
+
+/// Bytes written to `client` that its TCP has not acknowledged yet (sent or not); 0 when the
+/// kernel cannot say, which leaves the count-only window.
+fn unacknowledged_bytes(client: &TcpStream) -> u64 {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int into `queued`, a live local; the socket is ours.
+    let status = unsafe { libc::ioctl(client.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if status == 0 {
+        u64::try_from(queued).unwrap_or(0)
+    } else {
+        0
     }
 }
 

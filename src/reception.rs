@@ -1,0 +1,211 @@
+//! Reception: one thread that reads the request heads of every new connection at once (epoll,
+//! through mio), so that a client sending its request slowly holds no worker. A complete head
+//! goes to the pool; a head that is late, too large or not HTTP is answered and dropped.
+
+use crate::http::{self, HttpError, RequestHead};
+use crate::response::{Answers, Client, Refusal};
+use crossbeam_channel::Receiver;
+use log::debug;
+use mio::unix::EventedFd;
+use mio::{Events, Poll, PollOpt, Ready, Registration, SetReadiness, Token};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Connections waiting for their request head, at most; more are closed at once.
+const MAX_PENDING: usize = 8192;
+const WAKE: Token = Token(0);
+
+/// A connection whose request head has been read.
+pub struct Request {
+    pub client: Client,
+    pub head: RequestHead,
+}
+
+/// Hands new connections to the reception thread.
+pub struct Doorbell {
+    connections: crossbeam_channel::Sender<Client>,
+    ring: SetReadiness,
+}
+
+impl Doorbell {
+    /// Queues `client` for reading; false when reception has ended.
+    pub fn admit(&self, client: Client) -> bool {
+        let sent = self.connections.send(client).is_ok();
+        let _ = self.ring.set_readiness(Ready::readable());
+        sent
+    }
+}
+
+struct Pending {
+    client: Client,
+    buffer: Vec<u8>,
+    deadline: Instant,
+}
+
+/// Starts reading heads; each complete request is passed to `deliver` on the reception thread.
+pub fn start(
+    request_timeout: Duration,
+    answers: Arc<Answers>,
+    mut deliver: impl FnMut(Request) + Send + 'static,
+) -> std::io::Result<Doorbell> {
+    let poll = Poll::new()?;
+    let (registration, ring) = Registration::new2();
+    poll.register(&registration, WAKE, Ready::readable(), PollOpt::edge())?;
+    let (connections, arrivals) = crossbeam_channel::unbounded::<Client>();
+    std::thread::Builder::new()
+        .name("reception".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _keep = registration;
+            run(&poll, &arrivals, request_timeout, &answers, &mut deliver);
+        })?;
+    Ok(Doorbell { connections, ring })
+}
+
+fn run(
+    poll: &Poll,
+    arrivals: &Receiver<Client>,
+    request_timeout: Duration,
+    answers: &Answers,
+    deliver: &mut dyn FnMut(Request),
+) {
+    let mut pending: HashMap<Token, Pending> = HashMap::new();
+    let mut next_token = 1usize;
+    let mut events = Events::with_capacity(1024);
+    let mut open = true;
+    while open || !pending.is_empty() {
+        let now = Instant::now();
+        let wait = pending
+            .values()
+            .map(|p| p.deadline.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                log::error!("reception: poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            continue;
+        }
+        for event in &events {
+            let token = event.token();
+            if token == WAKE {
+                continue;
+            }
+            let Some(mut waiting) = pending.remove(&token) else {
+                continue;
+            };
+            match read_more(&mut waiting) {
+                Ok(Some(head)) => {
+                    let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                    if waiting.client.socket.set_nonblocking(false).is_ok() {
+                        deliver(Request {
+                            client: waiting.client,
+                            head,
+                        });
+                    }
+                }
+                Ok(None) => {
+                    pending.insert(token, waiting);
+                }
+                Err(e) => {
+                    let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                    turn_away(waiting.client, &e, answers);
+                }
+            }
+        }
+        // New connections: register each, and read what may already have arrived.
+        loop {
+            match arrivals.try_recv() {
+                Ok(client) => {
+                    if pending.len() >= MAX_PENDING || client.socket.set_nonblocking(true).is_err()
+                    {
+                        debug!(
+                            "{}: dropped, too many connections waiting for a request",
+                            client.peer
+                        );
+                        continue;
+                    }
+                    let token = Token(next_token);
+                    next_token = next_token.wrapping_add(1).max(1);
+                    let fd = client.socket.as_raw_fd();
+                    if poll
+                        .register(&EventedFd(&fd), token, Ready::readable(), PollOpt::edge())
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    pending.insert(
+                        token,
+                        Pending {
+                            client,
+                            buffer: Vec::new(),
+                            deadline: Instant::now() + request_timeout,
+                        },
+                    );
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        // Late requests are answered 408 and dropped: slow clients cost a socket, not a worker.
+        let now = Instant::now();
+        let late: Vec<Token> = pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in late {
+            if let Some(waiting) = pending.remove(&token) {
+                let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                turn_away(waiting.client, &HttpError::Timeout, answers);
+            }
+        }
+        if !open {
+            // Shutting down: nobody will serve what is still arriving.
+            pending.clear();
+        }
+    }
+}
+
+/// Reads what the socket has; the head once complete.
+fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match waiting.client.socket.read(&mut chunk) {
+            Ok(0) => return Err(HttpError::Closed),
+            Ok(n) => {
+                waiting.buffer.extend_from_slice(&chunk[..n]);
+                if let Some(head) = http::parse_head(&waiting.buffer)? {
+                    return Ok(Some(head));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HttpError::Io(e)),
+        }
+    }
+}
+
+fn turn_away(mut client: Client, error: &HttpError, answers: &Answers) {
+    match error.answer() {
+        Some((status, reason)) => {
+            let _ = client.socket.set_nonblocking(false);
+            let _ = client
+                .socket
+                .set_write_timeout(Some(Duration::from_secs(1)));
+            let refusal = Refusal {
+                reason,
+                retry_after: None,
+            };
+            answers.refuse(&mut client, "a request", status, &refusal);
+        }
+        None => debug!("{}: {error}", client.peer),
+    }
+}
