@@ -42,6 +42,8 @@ fn main() -> ExitCode {
     // Before any thread exists, so that only the signal thread receives SIGINT and SIGTERM.
     signals::block();
     logging::init(args.log_level.as_deref());
+    // A panic (which ends only the request it happened in) is logged like everything else.
+    std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,8 +1,8 @@
 //! One client's session: claim the queue, declare it, consume it exclusively, and write each
 //! delivery as an SSE frame. A written delivery is acked only once the client's TCP has
-//! acknowledged its bytes and `replay_window` newer deliveries have been written: frames lost in
-//! our send queue (a partition, a stalled client) are never acked, and the window covers what
-//! may die unread beyond the client's kernel (its socket buffer, a proxy). Unacked deliveries
+//! acknowledged its bytes and `replay_window` newer deliveries have reached the client too:
+//! frames lost in our send queue (a partition, a stalled client) are never acked, and the window
+//! covers what may die unread beyond the client's kernel (its socket buffer, a proxy). Unacked deliveries
 //! return to the queue when the stream ends; on the next connection those up to the client's
 //! `Last-Event-ID` are acked without being sent again.
 
@@ -342,8 +342,8 @@ impl Session<'_> {
         self.settle()
     }
 
-    /// Acks the deliveries that have left the replay window and whose bytes the client's TCP
-    /// has acknowledged.
+    /// Acks the oldest deliveries whose bytes the client's TCP has acknowledged, all but the
+    /// newest `replay_window` of them: those may still die unread beyond the client's kernel.
     fn settle(&mut self) -> Result<(), End> {
         // A client that has closed its side will never read what is still in flight: those
         // deliveries stay unacked and go back to the queue.
@@ -353,15 +353,14 @@ impl Session<'_> {
         let received = self
             .written
             .saturating_sub(unacknowledged_bytes(self.socket));
-        let keep = usize::from(self.context.settings.replay_window);
-        let mut newest_settled = None;
-        while self.window.len() > keep
-            && self.window.front().is_some_and(|(_, end)| *end <= received)
-        {
-            newest_settled = self.window.pop_front();
-        }
-        // One ack covers every delivery up to this one on the channel.
-        if let Some((delivery, _)) = newest_settled {
+        let at_client = self
+            .window
+            .iter()
+            .take_while(|(_, end)| *end <= received)
+            .count();
+        let settled = at_client.saturating_sub(usize::from(self.context.settings.replay_window));
+        // One ack covers every delivery up to the newest settled one on the channel.
+        if let Some((delivery, _)) = self.window.drain(..settled).next_back() {
             self.consumer
                 .ack_multiple(delivery)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;

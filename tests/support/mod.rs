@@ -272,14 +272,25 @@ pub struct Stream {
 
 impl Stream {
     pub fn open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Stream {
-        let mut socket = TcpStream::connect(addr).expect("connect to the server");
+        Stream::try_open(addr, target, headers).expect("a response head from the server")
+    }
+
+    /// Opens a stream from a socket made by `connect`: the response head, or `None` when the
+    /// connection fails or closes first.
+    pub fn try_open_with(
+        connect: impl FnOnce() -> std::io::Result<TcpStream>,
+        addr: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Stream> {
+        let mut socket = connect().ok()?;
         let mut text =
             format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
         for (name, value) in headers {
             text.push_str(&format!("{name}: {value}\r\n"));
         }
         text.push_str("\r\n");
-        socket.write_all(text.as_bytes()).unwrap();
+        socket.write_all(text.as_bytes()).ok()?;
         let mut stream = Stream {
             socket,
             status: 0,
@@ -293,17 +304,25 @@ impl Stream {
             if let Some(i) = find(&raw, b"\r\n\r\n") {
                 break i;
             }
-            assert!(
-                stream.fill(&mut raw, end),
-                "connection closed before the response head"
-            );
+            if Instant::now() >= end || stream.fill(&mut raw, end) == Fill::Closed {
+                return None;
+            }
         };
         let (status, headers) = parse_head(&raw[..split]);
         stream.status = status;
         stream.headers = headers;
         stream.pending = raw[split + 4..].to_vec();
         stream.body = stream.pending.clone();
-        stream
+        Some(stream)
+    }
+
+    pub fn try_open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Option<Stream> {
+        Stream::try_open_with(|| TcpStream::connect(addr), addr, target, headers)
+    }
+
+    /// The socket, for tests that change its options.
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -313,18 +332,18 @@ impl Stream {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Reads more bytes into `into`; false at end of stream.
-    fn fill(&mut self, into: &mut Vec<u8>, end: Instant) -> bool {
+    /// Reads more bytes into `into`, waiting at most until `end`.
+    fn fill(&mut self, into: &mut Vec<u8>, end: Instant) -> Fill {
         let left = end
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         self.socket.set_read_timeout(Some(left)).unwrap();
         let mut chunk = [0u8; 16 * 1024];
         match self.socket.read(&mut chunk) {
-            Ok(0) => false,
+            Ok(0) => Fill::Closed,
             Ok(n) => {
                 into.extend_from_slice(&chunk[..n]);
-                true
+                Fill::Data
             }
             Err(e)
                 if matches!(
@@ -332,29 +351,53 @@ impl Stream {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                assert!(Instant::now() < end, "timed out reading the stream");
-                true
+                Fill::Timeout
             }
-            Err(_) => false,
+            Err(_) => Fill::Closed,
         }
     }
 
-    /// The next frame (event or comment, without its final empty line), or `None` when the
-    /// server closed the stream.
-    pub fn next_frame(&mut self) -> Option<String> {
-        let end = Instant::now() + WAIT;
+    /// The next frame (event or comment, without its final empty line) within `within`:
+    /// `Ok(None)` when the server closed the stream, `Err(())` on the deadline.
+    pub fn next_frame_within(&mut self, within: Duration) -> Result<Option<String>, ()> {
+        let end = Instant::now() + within;
         loop {
             if let Some(i) = find(&self.pending, b"\n\n") {
                 let frame = String::from_utf8_lossy(&self.pending[..i]).to_string();
                 self.pending.drain(..i + 2);
-                return Some(frame);
+                return Ok(Some(frame));
             }
             let mut more = Vec::new();
-            if !self.fill(&mut more, end) {
-                return None;
+            match self.fill(&mut more, end) {
+                Fill::Closed => return Ok(None),
+                Fill::Timeout if Instant::now() >= end => return Err(()),
+                _ => {}
             }
             self.body.extend_from_slice(&more);
             self.pending.extend_from_slice(&more);
+        }
+    }
+
+    /// The next frame, or `None` when the server closed the stream; panics after `WAIT`.
+    pub fn next_frame(&mut self) -> Option<String> {
+        self.next_frame_within(WAIT)
+            .expect("timed out reading the stream")
+    }
+
+    /// The next event within `within`, skipping comments: `Ok(None)` at end of stream.
+    pub fn next_event_within(&mut self, within: Duration) -> Result<Option<Event>, ()> {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.next_frame_within(left)? {
+                None => return Ok(None),
+                Some(frame) => {
+                    let event = parse_event(&frame);
+                    if event.data.is_some() {
+                        return Ok(Some(event));
+                    }
+                }
+            }
         }
     }
 
@@ -414,6 +457,13 @@ impl Stream {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Data,
+    Timeout,
+    Closed,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Event {
     pub id: Option<String>,
@@ -444,28 +494,70 @@ pub fn parse_event(frame: &str) -> Event {
 /// A connection to the test broker with `TCP_NODELAY` (amiquip's own dialling leaves Nagle on,
 /// which makes every synchronous method wait for a delayed ACK).
 pub fn amqp_connection() -> Connection {
-    let socket =
-        TcpStream::connect(("127.0.0.1", broker_port())).expect("connect to the test broker");
-    socket.set_nodelay(true).unwrap();
-    let socket = mio::net::TcpStream::from_stream(socket).unwrap();
+    amqp_connection_to(broker_port()).expect("connect to the test broker")
+}
+
+/// A connection to the broker on 127.0.0.1:`port`, or why there is none.
+pub fn amqp_connection_to(port: u16) -> Result<Connection, String> {
+    let socket = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    socket.set_nodelay(true).map_err(|e| e.to_string())?;
+    let socket = mio::net::TcpStream::from_stream(socket).map_err(|e| e.to_string())?;
     let options = amiquip::ConnectionOptions::<amiquip::Auth>::default();
     Connection::insecure_open_stream(socket, options, amiquip::ConnectionTuning::default())
-        .expect("AMQP handshake with the test broker")
+        .map_err(|e| e.to_string())
 }
 
 /// A publisher on its own connection to the test broker.
 pub struct Amqp {
     connection: Option<Connection>,
     channel: Option<Channel>,
+    confirms: Option<crossbeam_channel::Receiver<amiquip::Confirm>>,
 }
 
 impl Amqp {
     pub fn connect() -> Amqp {
-        let mut connection = amqp_connection();
-        let channel = connection.open_channel(None).expect("open a channel");
-        Amqp {
+        Amqp::connect_to(broker_port()).expect("connect to the test broker")
+    }
+
+    /// A publisher on the broker at 127.0.0.1:`port`.
+    pub fn connect_to(port: u16) -> Result<Amqp, String> {
+        let mut connection = amqp_connection_to(port)?;
+        let channel = connection.open_channel(None).map_err(|e| e.to_string())?;
+        Ok(Amqp {
             connection: Some(connection),
             channel: Some(channel),
+            confirms: None,
+        })
+    }
+
+    /// A publisher whose messages are persistent and confirmed by the broker one by one.
+    pub fn confirming(port: u16) -> Result<Amqp, String> {
+        let mut amqp = Amqp::connect_to(port)?;
+        let channel = amqp.channel();
+        channel
+            .enable_publisher_confirms()
+            .map_err(|e| e.to_string())?;
+        amqp.confirms = Some(
+            channel
+                .listen_for_publisher_confirms()
+                .map_err(|e| e.to_string())?,
+        );
+        Ok(amqp)
+    }
+
+    /// Publishes a persistent message and waits for the broker's confirm.
+    pub fn publish_confirmed(&self, queue: &str, body: &str) -> Result<(), String> {
+        let properties = AmqpProperties::default().with_delivery_mode(2);
+        self.channel()
+            .basic_publish(
+                "",
+                Publish::with_properties(body.as_bytes(), queue, properties),
+            )
+            .map_err(|e| e.to_string())?;
+        let confirms = self.confirms.as_ref().ok_or("not a confirming publisher")?;
+        match confirms.recv_timeout(Duration::from_secs(5)) {
+            Ok(amiquip::Confirm::Ack(_)) => Ok(()),
+            other => Err(format!("not confirmed: {other:?}")),
         }
     }
 
@@ -562,7 +654,7 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
-fn broker_port() -> u16 {
+pub fn broker_port() -> u16 {
     let url = broker_url();
     url.rsplit(':')
         .next()

@@ -1,0 +1,607 @@
+//! The fault suite: for each fault, numbered messages are published, a client reads them the
+//! way a browser's EventSource does (reconnecting with `Last-Event-ID` whenever its stream
+//! ends), and the delivered set is compared with the published set. Nothing may be missing;
+//! duplicates (at-least-once) are counted and printed:
+//! `cargo test --test faults -- --nocapture` shows a line per fault.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{unique, wait_for, Amqp, Server, Stream, TempDir};
+
+/// The longest a fault test waits for its messages.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Messages `m{from}` to `m{to}`.
+fn numbered(from: u32, to: u32) -> Vec<String> {
+    (from..=to).map(|n| format!("m{n}")).collect()
+}
+
+/// A client's view of one queue across reconnects.
+#[derive(Default)]
+struct Reader {
+    received: Vec<String>,
+    last_id: Option<String>,
+}
+
+impl Reader {
+    /// Reads from `stream` until it ends, `stop` holds, or `within` passes.
+    fn drain(&mut self, stream: &mut Stream, within: Duration, stop: impl Fn(&[String]) -> bool) {
+        let end = Instant::now() + within;
+        while !stop(&self.received) {
+            let left = end.saturating_duration_since(Instant::now());
+            match stream.next_event_within(left) {
+                Ok(Some(event)) => {
+                    self.received.push(event.data.unwrap_or_default());
+                    self.last_id = event.id.or(self.last_id.take());
+                }
+                Ok(None) | Err(()) => return,
+            }
+        }
+    }
+
+    /// Connects (again), as EventSource does, sending the last id it has.
+    fn connect(&self, addr: SocketAddr, queue: &str) -> Option<Stream> {
+        self.connect_with(addr, queue, || TcpStream::connect(addr))
+    }
+
+    fn connect_with(
+        &self,
+        addr: SocketAddr,
+        queue: &str,
+        connect: impl FnOnce() -> std::io::Result<TcpStream>,
+    ) -> Option<Stream> {
+        let headers: Vec<(&str, &str)> = self
+            .last_id
+            .iter()
+            .map(|id| ("Last-Event-ID", id.as_str()))
+            .collect();
+        Stream::try_open_with(connect, addr, &format!("/?id={queue}"), &headers)
+            .filter(|s| s.status == 200)
+    }
+
+    /// Reads with reconnects until every message of `expected` arrived or the deadline passed.
+    fn read_all(&mut self, addr: impl Fn() -> SocketAddr, queue: &str, expected: &[String]) {
+        let end = Instant::now() + DEADLINE;
+        while !has_all(&self.received, expected) && Instant::now() < end {
+            match self.connect(addr(), queue) {
+                Some(mut stream) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    self.drain(&mut stream, left, |got| has_all(got, expected));
+                }
+                // Refused or unreachable: EventSource waits a moment and tries again.
+                None => thread::sleep(Duration::from_millis(300)),
+            }
+        }
+    }
+}
+
+fn has_all(received: &[String], expected: &[String]) -> bool {
+    let got: BTreeSet<&String> = received.iter().collect();
+    expected.iter().all(|m| got.contains(m))
+}
+
+/// Prints the fault's line and fails when anything published is missing.
+fn report(fault: &str, published: &[String], received: &[String]) {
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for m in received {
+        *counts.entry(m).or_default() += 1;
+    }
+    let missing: Vec<&String> = published
+        .iter()
+        .filter(|m| !counts.contains_key(m))
+        .collect();
+    let duplicated: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "fault: {fault:<32} published {:>4}  received {:>4}  missing {:>2}  duplicated {:>3}",
+        published.len(),
+        received.len(),
+        missing.len(),
+        duplicated
+    );
+    assert!(missing.is_empty(), "{fault}: missing {missing:?}");
+}
+
+fn publish_all(amqp: &Amqp, queue: &str, messages: &[String]) {
+    for m in messages {
+        amqp.publish(queue, m);
+    }
+}
+
+/// A client leaves (FIN or RST) in the middle of a stream; messages keep coming.
+fn client_leaves(fault: &str, reset: bool) {
+    let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "1")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique(&fault.replace(' ', "-"));
+    amqp.declare(&queue);
+    let published = numbered(1, 40);
+    publish_all(&amqp, &queue, &published[..20]);
+    let mut reader = Reader::default();
+    let mut stream = reader.connect(server.addr, &queue).expect("a stream");
+    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
+    if reset {
+        // SO_LINGER 0: close sends RST, as a crashed client's kernel does.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a pointer to a live linger of the size passed.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                stream.socket().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        drop(stream);
+    } else {
+        stream.close();
+    }
+    publish_all(&amqp, &queue, &published[20..]);
+    server.wait_log("client gone");
+    reader.read_all(|| server.addr, &queue, &published);
+    report(fault, &published, &reader.received);
+}
+
+#[test]
+fn client_fin() {
+    client_leaves("client FIN", false);
+}
+
+#[test]
+fn client_rst() {
+    client_leaves("client RST", true);
+}
+
+#[test]
+fn client_stops_reading_then_vanishes() {
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_WRITE_TIMEOUT", "1"),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("stall");
+    amqp.declare(&queue);
+    let published = numbered(1, 400);
+    let filler = "x".repeat(1000);
+    for m in &published {
+        amqp.publish(&queue, &format!("{m} {filler}"));
+    }
+    let mut reader = Reader::default();
+    // A small receive buffer, so the stall reaches the server quickly.
+    let connect = || {
+        let socket = TcpStream::connect(server.addr)?;
+        set_receive_buffer(&socket, 4096);
+        Ok(socket)
+    };
+    let mut stream = reader
+        .connect_with(server.addr, &queue, connect)
+        .expect("a stream");
+    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 5);
+    // Stops reading; the server's write times out and the stream ends.
+    server.wait_log("client gone");
+    drop(stream);
+    // Bodies are "m{n} xxx…": the number names the message.
+    let numbers = |got: &[String]| -> Vec<String> {
+        got.iter()
+            .map(|m| m.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let end = Instant::now() + DEADLINE;
+    while !has_all(&numbers(&reader.received), &published) && Instant::now() < end {
+        if let Some(mut stream) = reader.connect(server.addr, &queue) {
+            reader.drain(&mut stream, Duration::from_secs(10), |got| {
+                has_all(&numbers(got), &published)
+            });
+        }
+    }
+    reader.received = numbers(&reader.received);
+    report("client stalls, then vanishes", &published, &reader.received);
+}
+
+fn set_receive_buffer(socket: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a pointer to a live int of the size passed.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[test]
+fn server_sigkill() {
+    let mut server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("kill");
+    amqp.declare(&queue);
+    let published = numbered(1, 60);
+    publish_all(&amqp, &queue, &published[..30]);
+    let mut reader = Reader::default();
+    let mut stream = reader.connect(server.addr, &queue).expect("a stream");
+    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 15);
+    let (status, _) = server.stop_with(9);
+    assert!(!status.success());
+    reader.drain(&mut stream, Duration::from_secs(5), |_| false);
+    publish_all(&amqp, &queue, &published[30..]);
+    let server = Server::start(&[]).ready();
+    reader.read_all(|| server.addr, &queue, &published);
+    report("server SIGKILL", &published, &reader.received);
+}
+
+#[test]
+fn queue_deleted() {
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("deleted");
+    amqp.declare(&queue);
+    let published = numbered(1, 20);
+    publish_all(&amqp, &queue, &published);
+    let mut reader = Reader::default();
+    let mut stream = reader.connect(server.addr, &queue).expect("a stream");
+    reader.drain(&mut stream, support::WAIT, |got| has_all(got, &published));
+    amqp.delete(&queue);
+    assert!(stream.closed_by_server(Duration::from_secs(10)));
+    let body = String::from_utf8_lossy(&stream.body).to_string();
+    assert!(
+        !body.contains("data: \n\n"),
+        "an empty event was sent:\n{body}"
+    );
+    report("queue deleted", &published, &reader.received);
+}
+
+#[test]
+fn pool_exhausted() {
+    let server = Server::start(&[("EVENTSOURCED_SERVER_WORKERS", "1")]).ready();
+    let amqp = Amqp::connect();
+    let (busy, queue) = (unique("busy"), unique("waiting"));
+    amqp.declare(&queue);
+    let published = numbered(1, 20);
+    publish_all(&amqp, &queue, &published);
+    let holder = Stream::open(server.addr, &format!("/?id={busy}"), &[]);
+    assert_eq!(holder.status, 200);
+    let refused = server.get(&format!("/?id={queue}"), &[]);
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("Retry-After"), Some("1"));
+    holder.close();
+    // The refused client retries, as EventSource does, and gets everything once a worker frees.
+    let mut reader = Reader::default();
+    let addr = server.addr;
+    let publish_more = thread::spawn(move || {
+        // Keeps the first stream's worker busy until its client is seen gone.
+        let amqp = Amqp::connect();
+        amqp.publish(&busy, "nudge");
+    });
+    publish_more.join().unwrap();
+    reader.read_all(|| addr, &queue, &published);
+    report("pool exhausted", &published, &reader.received);
+}
+
+#[test]
+fn slowloris() {
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_WORKERS", "2"),
+        ("EVENTSOURCED_SERVER_REQUEST_TIMEOUT", "2"),
+    ])
+    .ready();
+    let slow: Vec<TcpStream> = (0..200)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(server.addr).ok()?;
+            s.write_all(b"GET /?id=slow HTTP/1.1\r\n").ok()?;
+            Some(s)
+        })
+        .collect();
+    let amqp = Amqp::connect();
+    let queue = unique("loris");
+    amqp.declare(&queue);
+    let published = numbered(1, 20);
+    publish_all(&amqp, &queue, &published);
+    let mut reader = Reader::default();
+    reader.read_all(|| server.addr, &queue, &published);
+    drop(slow);
+    report("slowloris (200 slow clients)", &published, &reader.received);
+}
+
+/// A private broker of this test's own, which it may stop and start.
+struct OwnBroker {
+    dir: TempDir,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        let dir = TempDir::new("broker");
+        let base = support::broker_port() + 7;
+        let port = (base..base + 50)
+            .find(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
+            .expect("a free port");
+        let broker = OwnBroker { dir, port };
+        broker.script(&[
+            "start",
+            &broker.dir.path.display().to_string(),
+            &port.to_string(),
+        ]);
+        broker
+    }
+
+    fn script(&self, args: &[&str]) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
+        let status = Command::new(script)
+            .args(args)
+            .status()
+            .expect("run scripts/rabbitmq");
+        assert!(status.success(), "scripts/rabbitmq {args:?}");
+    }
+
+    fn stop(&self) {
+        self.script(&["stop", &self.dir.path.display().to_string()]);
+    }
+
+    fn restart(&self) {
+        self.stop();
+        self.script(&[
+            "start",
+            &self.dir.path.display().to_string(),
+            &self.port.to_string(),
+        ]);
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn broker_restart() {
+    let broker = OwnBroker::start();
+    let server = Server::start_with_broker(&broker.url(), &[]).ready();
+    let queue = unique("restart");
+    Amqp::connect_to(broker.port)
+        .expect("publisher")
+        .declare(&queue);
+    // A publisher that keeps going through the outage: a message counts as published once the
+    // broker confirmed it; one that was not confirmed is sent again.
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let publishing = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let (confirmed, publishing, queue, port) = (
+            Arc::clone(&confirmed),
+            Arc::clone(&publishing),
+            queue.clone(),
+            broker.port,
+        );
+        thread::spawn(move || {
+            let mut amqp = None;
+            let mut n = 1;
+            while publishing.load(Ordering::Relaxed) || n <= 20 {
+                if amqp.is_none() {
+                    amqp = Amqp::confirming(port).ok();
+                }
+                let Some(publisher) = &amqp else {
+                    thread::sleep(Duration::from_millis(200));
+                    continue;
+                };
+                let message = format!("m{n}");
+                match publisher.publish_confirmed(&queue, &message) {
+                    Ok(()) => {
+                        confirmed.lock().unwrap().push(message);
+                        n += 1;
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => amqp = None,
+                }
+            }
+        })
+    };
+    let reader = Arc::new(Mutex::new(Reader::default()));
+    let reading = {
+        let (reader, confirmed, publishing, addr, queue) = (
+            Arc::clone(&reader),
+            Arc::clone(&confirmed),
+            Arc::clone(&publishing),
+            server.addr,
+            queue.clone(),
+        );
+        thread::spawn(move || {
+            let end = Instant::now() + DEADLINE;
+            let done = |got: &[String]| {
+                !publishing.load(Ordering::Relaxed) && has_all(got, &confirmed.lock().unwrap())
+            };
+            let mut reader = reader.lock().unwrap();
+            while !done(&reader.received) && Instant::now() < end {
+                match reader.connect(addr, &queue) {
+                    Some(mut stream) => reader.drain(&mut stream, Duration::from_secs(5), done),
+                    None => thread::sleep(Duration::from_millis(300)),
+                }
+            }
+        })
+    };
+    wait_for("messages before the restart", support::WAIT, || {
+        confirmed.lock().unwrap().len() >= 30
+    });
+    broker.restart();
+    let after = confirmed.lock().unwrap().len() + 30;
+    wait_for("messages after the restart", DEADLINE, || {
+        confirmed.lock().unwrap().len() >= after
+    });
+    publishing.store(false, Ordering::Relaxed);
+    publisher.join().unwrap();
+    reading.join().unwrap();
+    let published = confirmed.lock().unwrap().clone();
+    let received = reader.lock().unwrap().received.clone();
+    report("broker restart", &published, &received);
+}
+
+/// A client host of its own: a network namespace joined to this one by a veth pair, so that
+/// the link between client and server can be cut. Needs root and iproute2.
+struct ClientHost {
+    name: String,
+    host_side: String,
+    server_ip: String,
+}
+
+impl ClientHost {
+    fn create() -> Option<ClientHost> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("ip").arg("-V").output().is_err() {
+            return None;
+        }
+        let tag = std::process::id() % 10_000;
+        let name = format!("es-client-{tag}");
+        let host_side = format!("esh{tag}");
+        let client_side = format!("esc{tag}");
+        let octet = 100 + tag % 100;
+        let server_ip = format!("10.231.{octet}.1");
+        let client_ip = format!("10.231.{octet}.2");
+        let host = ClientHost {
+            name: name.clone(),
+            host_side: host_side.clone(),
+            server_ip: server_ip.clone(),
+        };
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let ok = ip(&["netns", "add", &name])
+            && ip(&[
+                "link",
+                "add",
+                &host_side,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &client_side,
+            ])
+            && ip(&["link", "set", &client_side, "netns", &name])
+            && ip(&["addr", "add", &format!("{server_ip}/30"), "dev", &host_side])
+            && ip(&["link", "set", &host_side, "up"])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{client_ip}/30"),
+                "dev",
+                &client_side,
+            ])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "link",
+                "set",
+                &client_side,
+                "up",
+            ]);
+        ok.then_some(host)
+    }
+
+    /// Connects to `addr` from inside the client host.
+    fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        let path = format!("/var/run/netns/{}", self.name);
+        thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path)?;
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: setns on this short-lived thread only, with an open namespace fd.
+                    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("connect thread panicked")))
+        })
+    }
+
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let status = Command::new("ip")
+            .args(["link", "set", &self.host_side, state])
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "ip link set {state}");
+    }
+}
+
+impl Drop for ClientHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_side])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn network_partition() {
+    let Some(host) = ClientHost::create() else {
+        eprintln!("fault: network partition             SKIPPED: needs root and iproute2 for a network namespace");
+        return;
+    };
+    let server = Server::start(&[
+        (
+            "EVENTSOURCED_SERVER_ADDRESS",
+            &format!("{}:0", host.server_ip),
+        ),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
+        ("EVENTSOURCED_SERVER_WRITE_TIMEOUT", "2"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("partition");
+    amqp.declare(&queue);
+    let published = numbered(1, 200);
+    publish_all(&amqp, &queue, &published[..10]);
+    let mut reader = Reader::default();
+    let connect = || host.connect(server.addr);
+    let mut stream = reader
+        .connect_with(server.addr, &queue, connect)
+        .expect("a stream from the client host");
+    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
+    // The link goes; the server keeps writing into the void until TCP gives up.
+    host.link(false);
+    publish_all(&amqp, &queue, &published[10..]);
+    server.wait_log("client gone");
+    host.link(true);
+    drop(stream);
+    let end = Instant::now() + DEADLINE;
+    while !has_all(&reader.received, &published) && Instant::now() < end {
+        match reader.connect_with(server.addr, &queue, connect) {
+            Some(mut stream) => reader.drain(&mut stream, Duration::from_secs(10), |got| {
+                has_all(got, &published)
+            }),
+            None => thread::sleep(Duration::from_millis(300)),
+        }
+    }
+    report("network partition", &published, &reader.received);
+}
