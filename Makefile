@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test lint clean
+.PHONY: all build run test fuzz lint clean
 
 all: build
 
@@ -16,6 +16,10 @@ run: build
 ## Every test, against a private RabbitMQ started and stopped for the run.
 test:
 	scripts/test
+
+## The property tests with many more random cases (a few minutes).
+fuzz:
+	EVENTSOURCED_PROPERTY_CASES=$${EVENTSOURCED_PROPERTY_CASES:-2000000} $(CARGO) test --release --bin eventsourced properties
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -11,6 +11,8 @@ mod http;
 mod logging;
 mod metrics;
 mod pattern;
+#[cfg(test)]
+mod properties;
 mod publish;
 mod queue;
 mod reception;
