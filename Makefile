@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test fuzz lint clean
+.PHONY: all build run test bench fuzz lint static static-aarch64 test-static clean
 
 all: build
 
@@ -17,9 +17,25 @@ run: build
 test:
 	scripts/test
 
+## The release server against a private broker, side by side with a raw AMQP consumer: one table.
+bench:
+	scripts/bench
+
 ## The property tests with many more random cases (a few minutes).
 fuzz:
 	EVENTSOURCED_PROPERTY_CASES=$${EVENTSOURCED_PROPERTY_CASES:-2000000} $(CARGO) test --release --bin eventsourced properties
+
+## Fully static musl binaries (dist/eventsourced-x86_64, dist/eventsourced-aarch64), built with
+## Debian's Rust toolchain; installs what it needs when missing and run as root.
+static:
+	scripts/build-static x86_64
+
+static-aarch64:
+	scripts/build-static aarch64
+
+## The static binaries are static, serve from an empty root, run under qemu; the unit verifies.
+test-static:
+	scripts/test-static
 
 lint:
 	$(CARGO) fmt --all -- --check

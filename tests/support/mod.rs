@@ -88,8 +88,11 @@ impl Server {
         let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let sink = Arc::clone(&log);
         thread::spawn(move || {
+            let quiet = std::env::var_os("EVENTSOURCED_QUIET_SERVER").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("server| {line}");
+                if !quiet {
+                    eprintln!("server| {line}");
+                }
                 let (text, changed) = &*sink;
                 let mut text = text.lock().unwrap();
                 text.push_str(&line);

@@ -1,0 +1,403 @@
+//! `make bench`: the release server against a private broker, measured side by side with a raw
+//! AMQP consumer on the same broker in the same run, printed as one table. It reports; it never
+//! asserts a time. Every load loop is bounded in count and time.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use amiquip::{ConsumerMessage, ConsumerOptions};
+use std::collections::BTreeSet;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{unique, Amqp, Server, Stream};
+
+/// A figure for the table: what, through the bridge, the baseline, and a note.
+struct Row {
+    what: String,
+    bridge: String,
+    baseline: String,
+    note: String,
+}
+
+fn row(what: &str, bridge: String, baseline: &str, note: String) -> Row {
+    Row {
+        what: what.into(),
+        bridge,
+        baseline: baseline.into(),
+        note,
+    }
+}
+
+fn main() {
+    // The server's own log lines would drown the table.
+    std::env::set_var("EVENTSOURCED_QUIET_SERVER", "1");
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let run = |name: &str| only.as_deref().map_or(true, |o| name.contains(o));
+    let began = Instant::now();
+    let mut rows = Vec::new();
+    if run("startup") {
+        rows.extend(startup());
+    }
+    if run("throughput") {
+        rows.extend(throughput(100_000));
+    }
+    if run("latency") {
+        rows.extend(latency(1000, Duration::from_secs(4)));
+    }
+    if run("fanin") {
+        rows.push(many_clients(1000, 42));
+    }
+    if run("idle") {
+        for n in [1000, 10_000] {
+            rows.extend(idle_streams(n));
+        }
+    }
+    println!();
+    println!("| measurement | eventsourced | baseline | note |");
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.what, r.bridge, r.baseline, r.note
+        );
+    }
+    println!();
+    println!("bench: whole run {:.0} s", began.elapsed().as_secs_f64());
+}
+
+/// CPU seconds this process has used (user + system).
+fn own_cpu() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn proc_status(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn startup() -> Vec<Row> {
+    let mut listening = Vec::new();
+    let mut connected = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        let spawned = Instant::now();
+        let server = Server::start(&[]);
+        listening.push(spawned.elapsed());
+        let server = server.ready();
+        connected.push(spawned.elapsed());
+        rss.push(proc_status(server.pid(), "VmRSS:"));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    rss.sort_unstable();
+    vec![
+        row(
+            "start to listening (exec → port open), median of 5",
+            format!("{:.1} ms", median(&mut listening)),
+            "",
+            "target < 50 ms".into(),
+        ),
+        row(
+            "start to first broker connection, median of 5",
+            format!("{:.1} ms", median(&mut connected)),
+            "",
+            String::new(),
+        ),
+        row(
+            "RSS right after start, no clients",
+            format!("{} KiB", rss[rss.len() / 2]),
+            "",
+            String::new(),
+        ),
+    ]
+}
+
+/// Fills `queue` with `count` messages of 100 bytes.
+fn fill(amqp: &Amqp, queue: &str, count: usize) {
+    amqp.declare(queue);
+    let pad = "x".repeat(91);
+    for n in 0..count {
+        amqp.publish(queue, &format!("{n:08} {pad}"));
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    while (amqp.ready(queue) as usize) < count && Instant::now() < end {
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The same QoS the server uses on a stream: prefetch + replay window.
+const QOS: u16 = 64 + 128;
+
+fn throughput(count: usize) -> Vec<Row> {
+    let amqp = Amqp::connect();
+    let (through_bridge, raw) = (unique("bench-bridge"), unique("bench-raw"));
+    fill(&amqp, &through_bridge, count);
+    fill(&amqp, &raw, count);
+
+    // The baseline: an amiquip consumer with the same QoS, acking every batch with `multiple`.
+    let cpu = own_cpu();
+    let began = Instant::now();
+    let mut connection = support::amqp_connection();
+    let channel = connection.open_channel(None).expect("channel");
+    channel.qos(0, QOS, false).expect("qos");
+    let consumer = channel
+        .basic_consume(raw.as_str(), ConsumerOptions::default())
+        .expect("consume");
+    let mut received = 0;
+    while received < count && began.elapsed() < Duration::from_secs(120) {
+        let Ok(ConsumerMessage::Delivery(first)) =
+            consumer.receiver().recv_timeout(Duration::from_secs(10))
+        else {
+            break;
+        };
+        let mut last = first;
+        received += 1;
+        while let Ok(ConsumerMessage::Delivery(d)) = consumer.receiver().try_recv() {
+            last = d;
+            received += 1;
+        }
+        let _ = consumer.ack_multiple(last);
+    }
+    let raw_rate = received as f64 / began.elapsed().as_secs_f64();
+    let raw_cpu = own_cpu() - cpu;
+    drop(consumer);
+    let _ = channel.close();
+    let _ = connection.close();
+
+    let server = Server::start(&[]).ready();
+    let cpu = own_cpu();
+    let began = Instant::now();
+    let mut stream = Stream::open(server.addr, &format!("/?id={through_bridge}"), &[]);
+    let mut got = 0;
+    while got < count && began.elapsed() < Duration::from_secs(120) {
+        match stream.next_event_within(Duration::from_secs(10)) {
+            Ok(Some(_)) => got += 1,
+            _ => break,
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let rate = got as f64 / seconds;
+    let client_cpu = own_cpu() - cpu;
+    vec![row(
+        &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
+        format!("{rate:.0}"),
+        &format!("{raw_rate:.0} (raw amiquip consumer, QoS {QOS})"),
+        format!(
+            "ratio {:.2}; load client CPU {:.0} % of the run (raw consumer {:.0} %); target ≥ 0.9",
+            rate / raw_rate,
+            100.0 * client_cpu / seconds,
+            100.0 * raw_cpu / (count as f64 / raw_rate)
+        ),
+    )]
+}
+
+/// Publishes at `rate` per second for `span`, each message carrying its send time, and measures
+/// publish → client arrival, through the bridge and straight from the broker.
+fn latency(rate: u32, span: Duration) -> Vec<Row> {
+    let epoch = Instant::now();
+    let nanos = move || epoch.elapsed().as_nanos() as u64;
+    let measure = |through_bridge: bool| -> Vec<u64> {
+        let amqp = Amqp::connect();
+        let queue = unique("bench-latency");
+        amqp.declare(&queue);
+        let total = (rate as f64 * span.as_secs_f64()) as usize;
+        let publishing = Arc::new(AtomicBool::new(true));
+        let publisher = {
+            let (queue, publishing) = (queue.clone(), Arc::clone(&publishing));
+            thread::spawn(move || {
+                let amqp = Amqp::connect();
+                let interval = Duration::from_secs(1) / rate;
+                let start = Instant::now();
+                for n in 0..total {
+                    let due = start + interval * n as u32;
+                    while Instant::now() < due {
+                        std::hint::spin_loop();
+                    }
+                    amqp.publish(&queue, &nanos().to_string());
+                }
+                publishing.store(false, Ordering::Relaxed);
+            })
+        };
+        let mut samples = Vec::with_capacity(total);
+        let end = Instant::now() + span + Duration::from_secs(10);
+        if through_bridge {
+            let server = Server::start(&[]).ready();
+            let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+            while samples.len() < total && Instant::now() < end {
+                match stream.next_event_within(Duration::from_secs(5)) {
+                    Ok(Some(event)) => {
+                        let sent: u64 = event.data.unwrap_or_default().parse().unwrap_or(0);
+                        samples.push(nanos().saturating_sub(sent));
+                    }
+                    _ => break,
+                }
+            }
+        } else {
+            let mut connection = support::amqp_connection();
+            let channel = connection.open_channel(None).expect("channel");
+            channel.qos(0, QOS, false).expect("qos");
+            let consumer = channel
+                .basic_consume(queue.as_str(), ConsumerOptions::default())
+                .expect("consume");
+            while samples.len() < total && Instant::now() < end {
+                let Ok(ConsumerMessage::Delivery(d)) =
+                    consumer.receiver().recv_timeout(Duration::from_secs(5))
+                else {
+                    break;
+                };
+                let sent: u64 = String::from_utf8_lossy(&d.body).parse().unwrap_or(0);
+                samples.push(nanos().saturating_sub(sent));
+                let _ = consumer.ack(d);
+            }
+        }
+        publisher.join().expect("publisher");
+        samples.sort_unstable();
+        samples
+    };
+    let percentile = |s: &[u64], p: f64| -> f64 {
+        if s.is_empty() {
+            return f64::NAN;
+        }
+        s[((s.len() - 1) as f64 * p) as usize] as f64 / 1e6
+    };
+    let raw = measure(false);
+    let bridge = measure(true);
+    vec![
+        row(
+            &format!("publish → client latency at {rate} msg/s: p50"),
+            format!("{:.3} ms", percentile(&bridge, 0.5)),
+            &format!("{:.3} ms (raw consumer)", percentile(&raw, 0.5)),
+            format!("{} samples; target within 0.1 ms of raw", bridge.len()),
+        ),
+        row(
+            &format!("publish → client latency at {rate} msg/s: p99"),
+            format!("{:.3} ms", percentile(&bridge, 0.99)),
+            &format!("{:.3} ms (raw consumer)", percentile(&raw, 0.99)),
+            "target within 1 ms of raw".into(),
+        ),
+    ]
+}
+
+fn many_clients(clients: usize, messages: usize) -> Row {
+    let server = Server::start(&[("EVENTSOURCED_SERVER_WORKERS", "1100")]).ready();
+    let amqp = Amqp::connect();
+    let prefix = unique("bench-fanin");
+    let queues: Vec<String> = (0..clients).map(|i| format!("{prefix}-{i}")).collect();
+    for queue in &queues {
+        amqp.declare(queue);
+        for n in 0..messages {
+            amqp.publish(queue, &format!("{n}"));
+        }
+    }
+    let start = Arc::new(Barrier::new(clients + 1));
+    let readers: Vec<_> = queues
+        .iter()
+        .map(|queue| {
+            let (addr, queue, start) = (server.addr, queue.clone(), Arc::clone(&start));
+            thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    let Some(mut stream) = Stream::try_open(addr, &format!("/?id={queue}"), &[])
+                    else {
+                        return 0;
+                    };
+                    let mut seen = BTreeSet::new();
+                    while seen.len() < messages {
+                        match stream.next_event_within(Duration::from_secs(30)) {
+                            Ok(Some(e)) => {
+                                seen.insert(e.data.unwrap_or_default());
+                            }
+                            _ => break,
+                        }
+                    }
+                    seen.len()
+                })
+                .expect("client thread")
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let received: usize = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
+    let wall = began.elapsed().as_secs_f64();
+    row(
+        &format!("{clients} clients × {messages} messages, each its own queue: wall time"),
+        format!("{wall:.2} s"),
+        "",
+        format!(
+            "{received} of {} delivered; target < 3 s",
+            clients * messages
+        ),
+    )
+}
+
+fn idle_streams(count: usize) -> Vec<Row> {
+    let workers = (count + 100).to_string();
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_WORKERS", workers.as_str()),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "0"),
+    ])
+    .ready();
+    let pid = server.pid();
+    thread::sleep(Duration::from_millis(300));
+    let rss_before = proc_status(pid, "VmRSS:");
+    let prefix = unique("bench-idle");
+    let opened = Instant::now();
+    // Eight openers in parallel; every stream stays open, idle, until the measurement is taken.
+    let openers: Vec<_> = (0..8)
+        .map(|k| {
+            let (addr, prefix) = (server.addr, prefix.clone());
+            thread::spawn(move || {
+                let mut held: Vec<Stream> = Vec::new();
+                for i in (k..count).step_by(8) {
+                    if let Some(stream) = Stream::try_open(addr, &format!("/?id={prefix}-{i}"), &[])
+                    {
+                        if stream.status == 200 {
+                            held.push(stream);
+                        }
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let held: Vec<Stream> = openers
+        .into_iter()
+        .flat_map(|o| o.join().unwrap_or_default())
+        .collect();
+    let open_time = opened.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_secs(1));
+    let rss = proc_status(pid, "VmRSS:");
+    let threads = proc_status(pid, "Threads:");
+    let per_stream = (rss.saturating_sub(rss_before)) as f64 / held.len().max(1) as f64;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    drop(held);
+    // Sockets are closed with the streams; the server notices on its own, unacked nothing.
+    let _ = TcpStream::connect(server.addr);
+    vec![row(
+        &format!("{count} idle streams: server RSS, threads, RSS per stream"),
+        format!("{} MiB, {threads} threads, {per_stream:.1} KiB/stream", rss / 1024),
+        "",
+        format!("{fds} open files; opened in {open_time:.1} s; RSS with no clients {rss_before} KiB; target ≤ 24 KiB/stream"),
+    )]
+}
