@@ -38,8 +38,21 @@ fn main() {
     let run = |name: &str| only.as_deref().map_or(true, |o| name.contains(o));
     let began = Instant::now();
     let mut rows = Vec::new();
+    // The cargo release build (glibc), and the static musl build that ships, when it exists.
+    let mut builds = vec![("release", None)];
+    if let Ok(path) = std::env::var("EVENTSOURCED_STATIC_BIN") {
+        builds.push(("static musl", Some(path)));
+    }
+    let use_build = |binary: &Option<String>| match binary {
+        Some(path) => std::env::set_var("EVENTSOURCED_BIN", path),
+        None => std::env::remove_var("EVENTSOURCED_BIN"),
+    };
     if run("startup") {
-        rows.extend(startup());
+        for (label, binary) in &builds {
+            use_build(binary);
+            rows.extend(startup(label));
+        }
+        use_build(&None);
     }
     if run("throughput") {
         rows.extend(throughput(100_000));
@@ -51,9 +64,13 @@ fn main() {
         rows.push(many_clients(1000, 42));
     }
     if run("idle") {
-        for n in [1000, 10_000] {
-            rows.extend(idle_streams(n));
+        for (label, binary) in &builds {
+            use_build(binary);
+            for n in [1000, 10_000] {
+                rows.extend(idle_streams(n, label));
+            }
         }
+        use_build(&None);
     }
     println!();
     println!("| measurement | eventsourced | baseline | note |");
@@ -91,7 +108,7 @@ fn proc_status(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn startup() -> Vec<Row> {
+fn startup(build: &str) -> Vec<Row> {
     let mut listening = Vec::new();
     let mut connected = Vec::new();
     let mut rss = Vec::new();
@@ -110,19 +127,19 @@ fn startup() -> Vec<Row> {
     rss.sort_unstable();
     vec![
         row(
-            "start to listening (exec → port open), median of 5",
+            &format!("{build}: exec to listening, median of 5"),
             format!("{:.1} ms", median(&mut listening)),
             "",
             "target < 50 ms".into(),
         ),
         row(
-            "start to first broker connection, median of 5",
+            &format!("{build}: exec to first broker connection, median of 5"),
             format!("{:.1} ms", median(&mut connected)),
             "",
             String::new(),
         ),
         row(
-            "RSS right after start, no clients",
+            &format!("{build}: RSS right after start, no clients"),
             format!("{} KiB", rss[rss.len() / 2]),
             "",
             String::new(),
@@ -143,8 +160,18 @@ fn fill(amqp: &Amqp, queue: &str, count: usize) {
     }
 }
 
-/// The same QoS the server uses on a stream: prefetch + replay window.
-const QOS: u16 = 64 + 128;
+/// The QoS the server uses on a stream (prefetch + replay window, defaults or from the
+/// environment, which the server inherits), so the raw consumer gets the same.
+fn qos() -> u16 {
+    let var = |name: &str, default: u16| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    var("EVENTSOURCED_QUEUE_PREFETCH", 256)
+        .saturating_add(var("EVENTSOURCED_QUEUE_REPLAY_WINDOW", 128))
+}
 
 fn throughput(count: usize) -> Vec<Row> {
     let amqp = Amqp::connect();
@@ -157,7 +184,7 @@ fn throughput(count: usize) -> Vec<Row> {
     let began = Instant::now();
     let mut connection = support::amqp_connection();
     let channel = connection.open_channel(None).expect("channel");
-    channel.qos(0, QOS, false).expect("qos");
+    channel.qos(0, qos(), false).expect("qos");
     let consumer = channel
         .basic_consume(raw.as_str(), ConsumerOptions::default())
         .expect("consume");
@@ -199,7 +226,7 @@ fn throughput(count: usize) -> Vec<Row> {
     vec![row(
         &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
         format!("{rate:.0}"),
-        &format!("{raw_rate:.0} (raw amiquip consumer, QoS {QOS})"),
+        &format!("{raw_rate:.0} (raw amiquip consumer, QoS {})", qos()),
         format!(
             "ratio {:.2}; load client CPU {:.0} % of the run (raw consumer {:.0} %); target ≥ 0.9",
             rate / raw_rate,
@@ -227,9 +254,11 @@ fn latency(rate: u32, span: Duration) -> Vec<Row> {
                 let interval = Duration::from_secs(1) / rate;
                 let start = Instant::now();
                 for n in 0..total {
+                    // Sleeping, not spinning: on two cores a spinning publisher takes one away
+                    // from the broker and the server.
                     let due = start + interval * n as u32;
-                    while Instant::now() < due {
-                        std::hint::spin_loop();
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        thread::sleep(wait);
                     }
                     amqp.publish(&queue, &nanos().to_string());
                 }
@@ -253,7 +282,7 @@ fn latency(rate: u32, span: Duration) -> Vec<Row> {
         } else {
             let mut connection = support::amqp_connection();
             let channel = connection.open_channel(None).expect("channel");
-            channel.qos(0, QOS, false).expect("qos");
+            channel.qos(0, qos(), false).expect("qos");
             let consumer = channel
                 .basic_consume(queue.as_str(), ConsumerOptions::default())
                 .expect("consume");
@@ -349,7 +378,7 @@ fn many_clients(clients: usize, messages: usize) -> Row {
     )
 }
 
-fn idle_streams(count: usize) -> Vec<Row> {
+fn idle_streams(count: usize, build: &str) -> Vec<Row> {
     let workers = (count + 100).to_string();
     let server = Server::start(&[
         ("EVENTSOURCED_SERVER_WORKERS", workers.as_str()),
@@ -395,7 +424,7 @@ fn idle_streams(count: usize) -> Vec<Row> {
     // Sockets are closed with the streams; the server notices on its own, unacked nothing.
     let _ = TcpStream::connect(server.addr);
     vec![row(
-        &format!("{count} idle streams: server RSS, threads, RSS per stream"),
+        &format!("{build}: {count} idle streams: server RSS, threads, RSS per stream"),
         format!("{} MiB, {threads} threads, {per_stream:.1} KiB/stream", rss / 1024),
         "",
         format!("{fds} open files; opened in {open_time:.1} s; RSS with no clients {rss_before} KiB; target ≤ 24 KiB/stream"),

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 /// How long a TCP connect plus AMQP handshake may take before the dial counts as failed.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
-/// Bound of amiquip's queue from channels to a connection's I/O thread; acks of many streams
-/// share it.
-const MEM_CHANNEL_BOUND: usize = 256;
+/// Bound of the queue from each channel to its connection's I/O thread (amiquip allocates every
+/// slot of it up front, per channel): a stream sends an ack per batch, so a few suffice.
+const MEM_CHANNEL_BOUND: usize = 16;
 const SUPERVISOR_STACK: usize = 256 * 1024;
 
 /// Why no channel could be had.

@@ -353,7 +353,7 @@ impl FileConfig {
                     Pattern::parse("${query:id}").expect("the default pattern is valid")
                 }),
                 expires: queue.expires.map_or(1800, |e| e.0),
-                prefetch: queue.prefetch.map_or(64, |p| p.0),
+                prefetch: queue.prefetch.map_or(256, |p| p.0),
                 replay_window: queue.replay_window.unwrap_or(128),
                 conflict: queue.conflict.map_or(Conflict::Takeover, |c| c.0),
             },

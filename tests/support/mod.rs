@@ -72,7 +72,10 @@ impl Server {
             format!("server:\n  address: 127.0.0.1:0\n  keepalive: 0\nbroker:\n  node:\n    - {broker}\n"),
         )
         .expect("write test config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_eventsourced"));
+        // EVENTSOURCED_BIN runs another build (the static one, say) under the same tests.
+        let binary = std::env::var("EVENTSOURCED_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_eventsourced").to_string());
+        let mut command = Command::new(binary);
         command
             .arg("--config")
             .arg(&config)
