@@ -9,9 +9,7 @@ use amiquip::{
 };
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -370,8 +368,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// a recovering broker in the same instant.
 struct Backoff {
     next: Duration,
-    random: RandomState,
-    draws: u64,
 }
 
 impl Backoff {
@@ -379,11 +375,7 @@ impl Backoff {
     const LAST: Duration = Duration::from_secs(30);
 
     fn new() -> Backoff {
-        Backoff {
-            next: Self::FIRST,
-            random: RandomState::new(),
-            draws: 0,
-        }
+        Backoff { next: Self::FIRST }
     }
 
     fn reset(&mut self) {
@@ -393,11 +385,7 @@ impl Backoff {
     fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(Self::LAST);
-        let mut hasher = self.random.build_hasher();
-        hasher.write_u64(self.draws);
-        self.draws += 1;
-        let unit = (hasher.finish() % 10_001) as f64 / 10_000.0; // 0.0 ..= 1.0
-        base.mul_f64(0.8 + 0.4 * unit)
+        Duration::from_secs_f64(crate::random::jitter(base.as_secs_f64(), 20))
     }
 }
 

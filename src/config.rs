@@ -6,7 +6,7 @@
 use crate::amqp_url::BrokerUrl;
 use crate::pattern::Pattern;
 use crate::registry::Conflict;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -18,18 +18,21 @@ pub const SYSTEM_CONFIG: &str = "/etc/eventsourced/config.yml";
 /// `x-expires` argument.
 const MAX_EXPIRES_SECS: u32 = (i32::MAX / 1000) as u32;
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration; serialised, it is the `-c` dump.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub broker: BrokerConfig,
     pub queue: QueueConfig,
     pub header: HeaderConfig,
+    #[serde(skip_serializing_if = "AuthConfig::is_off")]
+    pub auth: AuthConfig,
     /// Where the values came from, in the order applied (for the start-up log).
+    #[serde(skip)]
     pub sources: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     /// `host:port` to listen on.
     pub address: String,
@@ -43,16 +46,25 @@ pub struct ServerConfig {
     pub write_timeout: u64,
     /// Whether frames carry `id:` (off: byte-exact frames of the original).
     pub event_ids: bool,
+    /// Whether the AMQP `type` property becomes the frame's `event:` (off by default: a named
+    /// event does not reach `onmessage` in browsers).
+    pub event_types: bool,
+    /// Milliseconds sent once as `retry:` at stream start; 0 sends none.
+    pub retry: u32,
+    /// Percent by which `retry` is moved at random, up or down, per stream.
+    pub retry_jitter: u8,
+    /// Seconds open streams are left running after SIGTERM while new ones are refused.
+    pub drain: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct BrokerConfig {
     pub node: Vec<BrokerUrl>,
     /// AMQP heartbeat in seconds; a silent broker is declared dead after two of them.
     pub heartbeat: u16,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct QueueConfig {
     pub pattern: Pattern,
     /// Seconds a queue survives without a consumer.
@@ -63,18 +75,85 @@ pub struct QueueConfig {
     pub replay_window: u16,
     /// What a request for a queue that is being streamed gets.
     pub conflict: Conflict,
+    /// Exchanges the client's queue is bound to on every connect.
+    pub bind: Vec<Binding>,
+    /// Extra arguments of the queue declaration (`x-queue-type`, `x-max-length`, ...).
+    pub arguments: BTreeMap<String, Argument>,
 }
 
-#[derive(Debug, Clone)]
+/// A binding of the client's queue; both names may use the pattern's placeholders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub exchange: Pattern,
+    #[serde(default = "empty_pattern")]
+    pub routing_key: Pattern,
+}
+
+fn empty_pattern() -> Pattern {
+    Pattern::parse("").expect("an empty pattern is valid")
+}
+
+/// A queue argument: what AMQP field tables and YAML scalars have in common.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Argument {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct HeaderConfig {
     pub cors: BTreeMap<String, String>,
     pub sse: BTreeMap<String, String>,
 }
 
+/// Signed URLs: with a secret, every stream request must carry a valid token.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuthConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+    /// The secret in force: `secret`, or the contents of `secret_file`.
+    #[serde(skip)]
+    pub key: Option<Vec<u8>>,
+}
+
+impl AuthConfig {
+    fn is_off(&self) -> bool {
+        self.key.is_none()
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_configured())
+    }
+}
+
+/// `-c` prints URLs as configured, password included: its output is a config file.
+impl Serialize for BrokerUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_configured())
+    }
+}
+
+impl Serialize for Conflict {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Conflict::Takeover => "takeover",
+            Conflict::Reject => "reject",
+        })
+    }
+}
+
 /// Why the configuration was refused.
 #[derive(Debug)]
 pub enum ConfigError {
-    /// A file named with `--config` could not be read, or an existing file could not be opened.
+    /// A file named with `--config` (or `auth.secret_file`) could not be read.
     Read {
         path: PathBuf,
         error: std::io::Error,
@@ -113,10 +192,8 @@ pub fn load(search: Search) -> Result<Config, ConfigError> {
         Search::File(path) => vec![(path, true)],
         Search::Default => {
             let mut files = vec![(PathBuf::from(SYSTEM_CONFIG), false)];
-            if let Some(dir) = std::env::current_exe()
-                .ok()
-                .and_then(|e| e.parent().map(Path::to_path_buf))
-            {
+            let beside = std::env::current_exe().ok();
+            if let Some(dir) = beside.as_deref().and_then(Path::parent) {
                 files.push((dir.join("config.yml"), false));
             }
             files
@@ -136,80 +213,13 @@ pub fn load(search: Search) -> Result<Config, ConfigError> {
         merged = layer.merged_over(merged);
         sources.push(format!("environment variable {name}"));
     }
-    Ok(merged.resolve(sources))
+    merged.resolve(sources)
 }
 
 impl Config {
     /// The effective configuration as YAML, in the original's layout (`-c`).
     pub fn to_yaml(&self) -> String {
-        #[derive(Serialize)]
-        struct Dump<'a> {
-            server: DumpServer<'a>,
-            broker: DumpBroker<'a>,
-            queue: DumpQueue<'a>,
-            header: DumpHeader<'a>,
-        }
-        #[derive(Serialize)]
-        struct DumpServer<'a> {
-            address: &'a str,
-            workers: usize,
-            keepalive: u64,
-            request_timeout: u64,
-            write_timeout: u64,
-            event_ids: bool,
-        }
-        #[derive(Serialize)]
-        struct DumpBroker<'a> {
-            node: Vec<&'a str>,
-            heartbeat: u16,
-        }
-        #[derive(Serialize)]
-        struct DumpQueue<'a> {
-            pattern: &'a str,
-            expires: u32,
-            prefetch: u16,
-            replay_window: u16,
-            conflict: &'static str,
-        }
-        #[derive(Serialize)]
-        struct DumpHeader<'a> {
-            cors: &'a BTreeMap<String, String>,
-            sse: &'a BTreeMap<String, String>,
-        }
-        let dump = Dump {
-            server: DumpServer {
-                address: &self.server.address,
-                workers: self.server.workers,
-                keepalive: self.server.keepalive,
-                request_timeout: self.server.request_timeout,
-                write_timeout: self.server.write_timeout,
-                event_ids: self.server.event_ids,
-            },
-            broker: DumpBroker {
-                node: self
-                    .broker
-                    .node
-                    .iter()
-                    .map(BrokerUrl::as_configured)
-                    .collect(),
-                heartbeat: self.broker.heartbeat,
-            },
-            queue: DumpQueue {
-                pattern: self.queue.pattern.as_configured(),
-                expires: self.queue.expires,
-                prefetch: self.queue.prefetch,
-                replay_window: self.queue.replay_window,
-                conflict: match self.queue.conflict {
-                    Conflict::Takeover => "takeover",
-                    Conflict::Reject => "reject",
-                },
-            },
-            header: DumpHeader {
-                cors: &self.header.cors,
-                sse: &self.header.sse,
-            },
-        };
-        serde_yaml::to_string(&dump).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 }
 
@@ -221,6 +231,7 @@ struct FileConfig {
     broker: Option<FileBroker>,
     queue: Option<FileQueue>,
     header: Option<FileHeader>,
+    auth: Option<FileAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +243,10 @@ struct FileServer {
     request_timeout: Option<Seconds>,
     write_timeout: Option<Seconds>,
     event_ids: Option<bool>,
+    event_types: Option<bool>,
+    retry: Option<u32>,
+    retry_jitter: Option<Percent>,
+    drain: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +266,8 @@ struct FileQueue {
     prefetch: Option<Prefetch>,
     replay_window: Option<u16>,
     conflict: Option<ConflictSetting>,
+    bind: Option<Vec<Binding>>,
+    arguments: Option<BTreeMap<String, Argument>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +275,13 @@ struct FileQueue {
 struct FileHeader {
     cors: Option<BTreeMap<HeaderName, HeaderValue>>,
     sse: Option<BTreeMap<HeaderName, HeaderValue>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuth {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -275,51 +299,56 @@ impl FileConfig {
         })
     }
 
-    /// `self` over `base`: scalars and lists replace, header maps merge key by key
-    /// (as the original's YAML decoder does when it reads into an existing value).
+    /// `self` over `base`: scalars and lists replace, maps merge key by key (as the original's
+    /// YAML decoder does when it reads into an existing value).
     fn merged_over(self, base: FileConfig) -> FileConfig {
-        let server = merge_option(base.server, self.server, |b, o| FileServer {
-            address: o.address.or(b.address),
-            workers: o.workers.or(b.workers),
-            keepalive: o.keepalive.or(b.keepalive),
-            request_timeout: o.request_timeout.or(b.request_timeout),
-            write_timeout: o.write_timeout.or(b.write_timeout),
-            event_ids: o.event_ids.or(b.event_ids),
-        });
-        let broker = merge_option(base.broker, self.broker, |b, o| FileBroker {
-            node: o.node.or(b.node),
-            heartbeat: o.heartbeat.or(b.heartbeat),
-        });
-        let queue = merge_option(base.queue, self.queue, |b, o| FileQueue {
-            pattern: o.pattern.or(b.pattern),
-            expires: o.expires.or(b.expires),
-            prefetch: o.prefetch.or(b.prefetch),
-            replay_window: o.replay_window.or(b.replay_window),
-            conflict: o.conflict.or(b.conflict),
-        });
-        let header = merge_option(base.header, self.header, |b, o| FileHeader {
-            cors: merge_option(b.cors, o.cors, |mut b, o| {
-                b.extend(o);
-                b
-            }),
-            sse: merge_option(b.sse, o.sse, |mut b, o| {
-                b.extend(o);
-                b
-            }),
-        });
         FileConfig {
-            server,
-            broker,
-            queue,
-            header,
+            server: merge_option(base.server, self.server, |b, o| FileServer {
+                address: o.address.or(b.address),
+                workers: o.workers.or(b.workers),
+                keepalive: o.keepalive.or(b.keepalive),
+                request_timeout: o.request_timeout.or(b.request_timeout),
+                write_timeout: o.write_timeout.or(b.write_timeout),
+                event_ids: o.event_ids.or(b.event_ids),
+                event_types: o.event_types.or(b.event_types),
+                retry: o.retry.or(b.retry),
+                retry_jitter: o.retry_jitter.or(b.retry_jitter),
+                drain: o.drain.or(b.drain),
+            }),
+            broker: merge_option(base.broker, self.broker, |b, o| FileBroker {
+                node: o.node.or(b.node),
+                heartbeat: o.heartbeat.or(b.heartbeat),
+            }),
+            queue: merge_option(base.queue, self.queue, |b, o| FileQueue {
+                pattern: o.pattern.or(b.pattern),
+                expires: o.expires.or(b.expires),
+                prefetch: o.prefetch.or(b.prefetch),
+                replay_window: o.replay_window.or(b.replay_window),
+                conflict: o.conflict.or(b.conflict),
+                bind: o.bind.or(b.bind),
+                arguments: maps(b.arguments, o.arguments),
+            }),
+            header: merge_option(base.header, self.header, |b, o| FileHeader {
+                cors: maps(b.cors, o.cors),
+                sse: maps(b.sse, o.sse),
+            }),
+            // The last layer that names a secret decides, whichever form it uses.
+            auth: merge_option(base.auth, self.auth, |b, o| {
+                if o.secret.is_some() || o.secret_file.is_some() {
+                    o
+                } else {
+                    b
+                }
+            }),
         }
     }
 
-    fn resolve(self, sources: Vec<String>) -> Config {
+    fn resolve(self, sources: Vec<String>) -> Result<Config, ConfigError> {
         let server = self.server.unwrap_or_default();
         let broker = self.broker.unwrap_or_default();
         let queue = self.queue.unwrap_or_default();
         let header = self.header.unwrap_or_default();
+        let auth = self.auth.unwrap_or_default();
         let headers = |map: Option<BTreeMap<HeaderName, HeaderValue>>,
                        defaults: &[(&str, &str)]| {
             let mut out: BTreeMap<String, String> = defaults
@@ -329,7 +358,35 @@ impl FileConfig {
             out.extend(map.unwrap_or_default().into_iter().map(|(k, v)| (k.0, v.0)));
             out
         };
-        Config {
+        let key = match (&auth.secret, &auth.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    source: sources.join(", "),
+                    message: "auth: set secret or secret_file, not both".into(),
+                })
+            }
+            (Some(secret), None) => Some(secret.as_bytes().to_vec()),
+            (None, Some(path)) => {
+                let text = std::fs::read(path).map_err(|error| ConfigError::Read {
+                    path: path.clone(),
+                    error,
+                })?;
+                // A trailing newline from `echo secret > file` is not part of the secret.
+                let end = text
+                    .iter()
+                    .rposition(|b| !b.is_ascii_whitespace())
+                    .map_or(0, |i| i + 1);
+                Some(text[..end].to_vec())
+            }
+            (None, None) => None,
+        };
+        if key.as_ref().is_some_and(Vec::is_empty) {
+            return Err(ConfigError::Invalid {
+                source: sources.join(", "),
+                message: "auth: the secret is empty".into(),
+            });
+        }
+        Ok(Config {
             server: ServerConfig {
                 address: server
                     .address
@@ -339,6 +396,10 @@ impl FileConfig {
                 request_timeout: server.request_timeout.map_or(5, |s| s.0),
                 write_timeout: server.write_timeout.map_or(30, |s| s.0),
                 event_ids: server.event_ids.unwrap_or(true),
+                event_types: server.event_types.unwrap_or(false),
+                retry: server.retry.unwrap_or(0),
+                retry_jitter: server.retry_jitter.map_or(20, |p| p.0),
+                drain: server.drain.unwrap_or(0),
             },
             broker: BrokerConfig {
                 node: broker.node.unwrap_or_else(|| {
@@ -356,6 +417,8 @@ impl FileConfig {
                 prefetch: queue.prefetch.map_or(256, |p| p.0),
                 replay_window: queue.replay_window.unwrap_or(128),
                 conflict: queue.conflict.map_or(Conflict::Takeover, |c| c.0),
+                bind: queue.bind.unwrap_or_default(),
+                arguments: queue.arguments.unwrap_or_default(),
             },
             header: HeaderConfig {
                 cors: headers(
@@ -379,9 +442,24 @@ impl FileConfig {
                     ],
                 ),
             },
+            auth: AuthConfig {
+                secret: auth.secret,
+                secret_file: auth.secret_file,
+                key,
+            },
             sources,
-        }
+        })
     }
+}
+
+fn maps<K: Ord, V>(
+    base: Option<BTreeMap<K, V>>,
+    over: Option<BTreeMap<K, V>>,
+) -> Option<BTreeMap<K, V>> {
+    merge_option(base, over, |mut b, o| {
+        b.extend(o);
+        b
+    })
 }
 
 fn merge_option<T>(base: Option<T>, over: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
@@ -400,6 +478,10 @@ pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
     ("server", "request_timeout"),
     ("server", "write_timeout"),
     ("server", "event_ids"),
+    ("server", "event_types"),
+    ("server", "retry"),
+    ("server", "retry_jitter"),
+    ("server", "drain"),
     ("broker", "node"),
     ("broker", "heartbeat"),
     ("queue", "pattern"),
@@ -407,9 +489,16 @@ pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
     ("queue", "prefetch"),
     ("queue", "replay_window"),
     ("queue", "conflict"),
+    ("queue", "bind"),
+    ("queue", "arguments"),
     ("header", "cors"),
     ("header", "sse"),
+    ("auth", "secret"),
+    ("auth", "secret_file"),
 ];
+
+/// Keys whose value is taken as a plain string, never parsed as YAML.
+const STRING_KEYS: &[&str] = &["address", "pattern", "conflict", "secret", "secret_file"];
 
 pub fn environment_variable(section: &str, key: &str) -> String {
     format!(
@@ -435,7 +524,7 @@ fn environment_layers() -> Result<Vec<(String, FileConfig)>, ConfigError> {
                 .map(|url| serde_yaml::Value::String(url.trim().to_string()))
                 .collect::<Vec<_>>()
                 .into()
-        } else if matches!(*key, "address" | "pattern" | "conflict") {
+        } else if STRING_KEYS.contains(key) {
             serde_yaml::Value::String(raw.clone())
         } else {
             serde_yaml::from_str(&raw).map_err(|e| invalid(e.to_string()))?
@@ -464,12 +553,24 @@ struct ConflictSetting(Conflict);
 /// A timeout in whole seconds, at least one.
 #[derive(Debug)]
 struct Seconds(u64);
+/// A percentage, 0 to 100.
+#[derive(Debug)]
+struct Percent(u8);
 #[derive(Debug)]
 struct Prefetch(u16);
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct HeaderName(String);
 #[derive(Debug)]
 struct HeaderValue(String);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_u64(d, |n| match u8::try_from(n) {
+            Ok(p @ 0..=100) => Ok(Percent(p)),
+            _ => Err(format!("{n} must be a percentage from 0 to 100")),
+        })
+    }
+}
 
 /// Runs `check` on a string while the YAML scalar is still being read, so that a refusal
 /// carries that value's key path and line (an error raised after `String::deserialize` has
@@ -655,7 +756,7 @@ mod tests {
         for text in layers {
             merged = parse(text).unwrap().merged_over(merged);
         }
-        merged.resolve(Vec::new())
+        merged.resolve(Vec::new()).unwrap()
     }
 
     #[test]
@@ -743,8 +844,59 @@ mod tests {
         let again = parse(&text)
             .unwrap()
             .merged_over(FileConfig::default())
-            .resolve(Vec::new());
+            .resolve(Vec::new())
+            .unwrap();
         assert_eq!(again.to_yaml(), text);
+    }
+
+    #[test]
+    fn bindings_and_arguments_are_read_and_dumped() {
+        let config = resolve(&[
+            "queue:\n  bind:\n    - {exchange: amq.topic, routing_key: 'user.${query:id}'}\n    - {exchange: news}\n  arguments: {x-queue-type: quorum, x-max-length: 1000}",
+        ]);
+        assert_eq!(config.queue.bind.len(), 2);
+        assert_eq!(config.queue.bind[1].routing_key.as_configured(), "");
+        assert_eq!(config.queue.arguments["x-max-length"], Argument::Int(1000));
+        assert_eq!(
+            config.queue.arguments["x-queue-type"],
+            Argument::Text("quorum".into())
+        );
+        let text = config.to_yaml();
+        assert!(text.contains("routing_key: user.${query:id}"), "{text}");
+        let message = error_of("queue:\n  arguments:\n    x-nested: {a: 1}\n");
+        assert!(message.contains("queue.arguments"), "{message}");
+        assert!(error_of("queue: {bind: [{exchange: x, key: y}]}").contains("unknown field `key`"));
+    }
+
+    #[test]
+    fn the_secret_comes_from_the_config_or_a_file_never_both() {
+        let config = resolve(&["auth: {secret: s3cret}"]);
+        assert_eq!(config.auth.key.as_deref(), Some(&b"s3cret"[..]));
+        let dir = std::env::temp_dir().join(format!("es-secret-{}", std::process::id()));
+        std::fs::write(&dir, "from-file\n").unwrap();
+        let config = resolve(&[&format!("auth: {{secret_file: {}}}", dir.display())]);
+        assert_eq!(config.auth.key.as_deref(), Some(&b"from-file"[..]));
+        let both = parse(&format!(
+            "auth: {{secret: a, secret_file: {}}}",
+            dir.display()
+        ))
+        .unwrap()
+        .resolve(Vec::new());
+        assert!(both.is_err());
+        let _ = std::fs::remove_file(&dir);
+        assert!(resolve(&[]).auth.key.is_none());
+        assert!(!resolve(&[]).to_yaml().contains("auth"));
+    }
+
+    #[test]
+    fn retry_jitter_is_a_percentage() {
+        assert!(error_of("server: {retry_jitter: 101}").contains("percentage"));
+        assert_eq!(
+            resolve(&["server: {retry: 3000, retry_jitter: 10}"])
+                .server
+                .retry,
+            3000
+        );
     }
 
     #[test]

@@ -34,6 +34,14 @@ impl RequestHead {
             .map_or("", |(_, q)| q.split('#').next().unwrap_or(""))
     }
 
+    /// Every header as (name, value), for the queue-name pattern.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect()
+    }
+
     /// The first value of header `name`, of any case.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -15,6 +15,7 @@ mod pattern;
 mod properties;
 mod publish;
 mod queue;
+mod random;
 mod reception;
 mod registry;
 mod response;
@@ -76,9 +77,10 @@ fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let nodes: Vec<String> = config.broker.node.iter().map(ToString::to_string).collect();
     log::info!("broker nodes: {}", nodes.join(", "));
+    let drain_for = std::time::Duration::from_secs(config.server.drain);
     let server = server::Server::new(config);
-    let stopper = server.stopper();
-    signals::on_stop(move || stopper.stop());
+    let (draining, stopping) = (server.stopper(), server.stopper());
+    signals::on_stop(drain_for, move || draining.drain(), move || stopping.stop());
     server.run()?;
     Ok(())
 }

@@ -1,7 +1,9 @@
-//! Counters shared by the server, and their `/debug/vars` rendering (the original's expvar
-//! layout under the key `eventsourced`).
+//! Counters shared by the server, and their two renderings: `/debug/vars` (the original's expvar
+//! layout under the key `eventsourced`) and `/metrics` (Prometheus text).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -16,6 +18,18 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Stream requests refused because every worker was busy, since start.
     pub refusals_busy: AtomicU64,
+    /// Deliveries acked to the broker, since start.
+    pub acks: AtomicU64,
+    /// Bytes written to stream clients, since start.
+    pub bytes_written: AtomicU64,
+    /// Worker threads: the pool's bound, those alive, those serving a request.
+    pub workers_limit: AtomicUsize,
+    pub workers_live: AtomicUsize,
+    pub workers_busy: AtomicUsize,
+    /// Set by SIGTERM with `server.drain`: not ready, new streams refused.
+    pub draining: AtomicBool,
+    /// Refusals by reason, since start.
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
     per_second: Mutex<SecondWindow>,
 }
 
@@ -58,6 +72,13 @@ impl Default for Metrics {
             consumers: AtomicUsize::new(0),
             deliveries: AtomicU64::new(0),
             refusals_busy: AtomicU64::new(0),
+            acks: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            workers_limit: AtomicUsize::new(0),
+            workers_live: AtomicUsize::new(0),
+            workers_busy: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            refusals: Mutex::new(BTreeMap::new()),
             per_second: Mutex::new(SecondWindow::default()),
         }
     }
@@ -70,6 +91,132 @@ impl Metrics {
         if let Ok(mut window) = self.per_second.lock() {
             window.add(second, n);
         }
+    }
+
+    /// Counts a refusal under its reason; broker errors, whose texts vary, count as one.
+    pub fn refused(&self, reason: &str) {
+        const KNOWN: &[&str] = &[
+            "request parameter(s) missing",
+            "invalid queue name",
+            "server: max consumers exceeded",
+            "server: too many streams",
+            "server: draining",
+            "broker: no connection available",
+            "auth: token missing",
+            "auth: token expired",
+            "auth: token invalid",
+            "request head too large",
+            "request not received in time",
+        ];
+        let label = KNOWN.iter().find(|k| **k == reason).copied().unwrap_or(
+            if reason.starts_with("broker") {
+                "broker error"
+            } else {
+                "bad request"
+            },
+        );
+        if let Ok(mut refusals) = self.refusals.lock() {
+            *refusals.entry(label).or_default() += 1;
+        }
+    }
+
+    /// True while at least one broker connection is up and the server is not draining.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Err("server: draining")
+        } else if self.broker_connections.load(Ordering::Relaxed) == 0 {
+            Err("broker: no connection available")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The `/metrics` document, in Prometheus' text format.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |v: u64| vec![(String::new(), v)];
+        let load = |a: &AtomicUsize| a.load(Ordering::Relaxed) as u64;
+        metric(
+            "eventsourced_streams_open",
+            "gauge",
+            "Streams open now.",
+            &plain(load(&self.consumers)),
+        );
+        metric(
+            "eventsourced_deliveries_total",
+            "counter",
+            "Messages written to stream clients.",
+            &plain(self.deliveries.load(Ordering::Relaxed)),
+        );
+        metric(
+            "eventsourced_acks_total",
+            "counter",
+            "Messages acked to the broker once the client had them.",
+            &plain(self.acks.load(Ordering::Relaxed)),
+        );
+        metric(
+            "eventsourced_bytes_written_total",
+            "counter",
+            "Bytes written to stream clients.",
+            &plain(self.bytes_written.load(Ordering::Relaxed)),
+        );
+        let refusals: Vec<(String, u64)> = self
+            .refusals
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .map(|(k, v)| (format!("{{reason=\"{}\"}}", label(k)), *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        metric(
+            "eventsourced_refusals_total",
+            "counter",
+            "Requests refused, by reason.",
+            &refusals,
+        );
+        metric(
+            "eventsourced_broker_connections",
+            "gauge",
+            "Broker connections up.",
+            &plain(load(&self.broker_connections)),
+        );
+        let workers = vec![
+            ("{state=\"limit\"}".to_string(), load(&self.workers_limit)),
+            ("{state=\"live\"}".to_string(), load(&self.workers_live)),
+            ("{state=\"busy\"}".to_string(), load(&self.workers_busy)),
+        ];
+        metric(
+            "eventsourced_workers",
+            "gauge",
+            "Worker threads: the pool's bound, alive, serving.",
+            &workers,
+        );
+        metric(
+            "eventsourced_draining",
+            "gauge",
+            "1 while the server drains before stopping.",
+            &plain(u64::from(self.draining.load(Ordering::Relaxed))),
+        );
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the process.",
+            &plain(proc_status_field("VmRSS:") * 1024),
+        );
+        metric(
+            "process_threads",
+            "gauge",
+            "Threads of the process.",
+            &plain(process_threads()),
+        );
+        out
     }
 
     /// Deliveries during the last whole second.
@@ -114,6 +261,13 @@ fn proc_status_field(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A Prometheus label value, escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
@@ -146,6 +300,36 @@ mod tests {
         assert_eq!(w.last_full_second(9), 0);
         w.add(9, 2);
         assert_eq!(w.last_full_second(9), 0);
+    }
+
+    #[test]
+    fn prometheus_text_has_every_family_and_counts_refusals() {
+        let metrics = Metrics::default();
+        metrics.refused("invalid queue name");
+        metrics.refused("invalid queue name");
+        metrics.refused("broker: PRECONDITION_FAILED something");
+        let text = metrics.prometheus_text();
+        assert!(
+            text.contains("eventsourced_refusals_total{reason=\"invalid queue name\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("eventsourced_refusals_total{reason=\"broker error\"} 1\n"),
+            "{text}"
+        );
+        for family in [
+            "eventsourced_streams_open",
+            "eventsourced_deliveries_total",
+            "eventsourced_acks_total",
+            "eventsourced_bytes_written_total",
+            "eventsourced_broker_connections",
+            "eventsourced_workers{state=\"busy\"}",
+            "process_resident_memory_bytes",
+            "process_threads",
+        ] {
+            assert!(text.contains(family), "{family} missing in\n{text}");
+        }
+        assert_eq!(label("a\"b\\c"), "a\\\"b\\\\c");
     }
 
     #[test]

@@ -121,6 +121,21 @@ impl Pattern {
 
     /// The queue name this request asks for, or why there is none.
     pub fn resolve(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
+        validate_queue_name(self.substitute(request)?)
+    }
+
+    /// The text this pattern names for a request, for names other than the queue's (an exchange,
+    /// a routing key): at most 255 bytes of UTF-8 without control characters, `amq.` allowed.
+    pub fn resolve_text(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
+        let text =
+            String::from_utf8(self.substitute(request)?).map_err(|_| Refusal::InvalidQueueName)?;
+        if text.len() > 255 || text.chars().any(char::is_control) {
+            return Err(Refusal::InvalidQueueName);
+        }
+        Ok(text)
+    }
+
+    fn substitute(&self, request: &RequestParts<'_>) -> Result<Vec<u8>, Refusal> {
         let mut name: Vec<u8> = Vec::new();
         for part in &self.parts {
             let value = match part {
@@ -134,7 +149,7 @@ impl Pattern {
                 _ => return Err(Refusal::MissingParameter),
             }
         }
-        validate_queue_name(name)
+        Ok(name)
     }
 }
 
@@ -318,6 +333,26 @@ mod tests {
             resolve("${query:id}", "id=%FF", &[]),
             Err(Refusal::InvalidQueueName)
         );
+    }
+
+    #[test]
+    fn other_names_may_use_amq_and_be_empty() {
+        let topic = Pattern::parse("amq.topic").unwrap();
+        assert_eq!(
+            topic.resolve_text(&RequestParts {
+                query: "",
+                headers: &[]
+            }),
+            Ok("amq.topic".into())
+        );
+        let key = Pattern::parse("user.${query:id}").unwrap();
+        let parts = RequestParts {
+            query: "id=ann",
+            headers: &[],
+        };
+        assert_eq!(key.resolve_text(&parts), Ok("user.ann".into()));
+        let empty = Pattern::parse("").unwrap();
+        assert_eq!(empty.resolve_text(&parts), Ok(String::new()));
     }
 
     #[test]

@@ -59,7 +59,10 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
     queue::declare(
         &channel,
         &args.queue,
-        queue::expires_ms(config.queue.expires),
+        &queue::arguments(
+            &config.queue.arguments,
+            queue::expires_ms(config.queue.expires),
+        ),
     )
     .map_err(amqp)?;
     channel.enable_publisher_confirms().map_err(amqp)?;

@@ -1,17 +1,33 @@
 //! The client queue as the original declares it, so that queues made by either server (or by
 //! `eventsourced publish`) are accepted by the other: durable, not exclusive, not auto-delete,
-//! `x-expires` as a signed 32-bit integer of milliseconds.
+//! `x-expires` as a signed 32-bit integer of milliseconds, plus the configured arguments.
 
+use crate::config::Argument;
 use amiquip::{AmqpValue, Channel, FieldTable, QueueDeclareOptions};
+use std::collections::BTreeMap;
 
-pub fn declare(channel: &Channel, queue: &str, expires_ms: i32) -> amiquip::Result<()> {
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-expires".to_string(), AmqpValue::LongInt(expires_ms));
+/// The declaration's arguments: `queue.arguments`, then our `x-expires` (which wins).
+pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in configured {
+        let value = match value {
+            Argument::Bool(b) => AmqpValue::Boolean(*b),
+            Argument::Int(n) => AmqpValue::LongLongInt(*n),
+            Argument::Float(f) => AmqpValue::Double(*f),
+            Argument::Text(t) => AmqpValue::LongString(t.clone()),
+        };
+        table.insert(name.clone(), value);
+    }
+    table.insert("x-expires".to_string(), AmqpValue::LongInt(expires_ms));
+    table
+}
+
+pub fn declare(channel: &Channel, queue: &str, arguments: &FieldTable) -> amiquip::Result<()> {
     let options = QueueDeclareOptions {
         durable: true,
         exclusive: false,
         auto_delete: false,
-        arguments,
+        arguments: arguments.clone(),
     };
     channel.queue_declare(queue, options).map(drop)
 }

@@ -4,9 +4,11 @@
 use crate::clock::Civil;
 use crate::config::HeaderConfig;
 use crate::http;
+use crate::metrics::Metrics;
 use log::warn;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 
 /// A client connection: the socket we own and who is on the other end.
 pub struct Client {
@@ -15,6 +17,7 @@ pub struct Client {
 }
 
 pub struct Answers {
+    metrics: Arc<Metrics>,
     cors: Vec<(String, String)>,
     /// The stream's status line and headers, without `Date` and the final empty line.
     stream_head: Vec<u8>,
@@ -28,7 +31,7 @@ pub struct Refusal<'a> {
 }
 
 impl Answers {
-    pub fn new(headers: &HeaderConfig) -> Answers {
+    pub fn new(headers: &HeaderConfig, metrics: Arc<Metrics>) -> Answers {
         let cors = headers
             .cors
             .iter()
@@ -51,7 +54,11 @@ impl Answers {
             stream_head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
         stream_head.extend_from_slice(b"Connection: close\r\n");
-        Answers { cors, stream_head }
+        Answers {
+            metrics,
+            cors,
+            stream_head,
+        }
     }
 
     /// The bytes that open an event stream.
@@ -85,12 +92,22 @@ impl Answers {
     /// answered.
     pub fn refuse(&self, client: &mut Client, what: &str, status: u16, refusal: &Refusal<'_>) {
         warn!("refused {what} from {}: {}", client.peer, refusal.reason);
+        self.metrics.refused(refusal.reason);
         let retry = refusal.retry_after.map(|s| s.to_string());
         let mut extra = vec![("X-Status-Reason", refusal.reason)];
         if let Some(seconds) = &retry {
             extra.push(("Retry-After", seconds));
         }
         self.send(client, status, &extra, b"");
+    }
+
+    /// A plain document, such as `/metrics` or `/healthz`.
+    pub fn text(&self, client: &mut Client, status: u16, content_type: &str, body: &str) {
+        let ct = [("Content-Type", content_type)];
+        http::send_and_close(
+            &mut client.socket,
+            &http::answer(status, &ct, body.as_bytes()),
+        );
     }
 
     /// 200 with a JSON document.

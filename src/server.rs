@@ -16,7 +16,7 @@ use log::{debug, error, info, warn};
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -54,14 +54,21 @@ impl fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// Handle to stop a running server from another thread.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Stopper {
     stopping: Arc<AtomicBool>,
     /// Where to connect to wake the accept loop.
     wake: Arc<Mutex<Option<SocketAddr>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Stopper {
+    /// Not ready any more, and new streams are refused; open streams go on.
+    pub fn drain(&self) {
+        self.metrics.draining.store(true, Ordering::Release);
+    }
+
+    /// Stops accepting, ends every stream, and makes `run` return.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         let wake = self.wake.lock().ok().and_then(|w| *w);
@@ -78,13 +85,20 @@ impl Stopper {
 pub struct Server {
     config: Config,
     stopper: Stopper,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
     pub fn new(config: Config) -> Server {
+        let metrics = Arc::new(Metrics::default());
         Server {
             config,
-            stopper: Stopper::default(),
+            stopper: Stopper {
+                stopping: Arc::new(AtomicBool::new(false)),
+                wake: Arc::new(Mutex::new(None)),
+                metrics: Arc::clone(&metrics),
+            },
+            metrics,
         }
     }
 
@@ -109,7 +123,10 @@ impl Server {
         if let Ok(mut wake) = self.stopper.wake.lock() {
             *wake = Some(loopback_of(local));
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = self.metrics;
+        metrics
+            .workers_limit
+            .store(config.server.workers, Ordering::Relaxed);
         let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
         let context = Arc::new(Context {
             stream: StreamContext {
@@ -120,9 +137,16 @@ impl Server {
                 ),
                 metrics: Arc::clone(&metrics),
                 registry: Registry::default(),
-                answers: Arc::new(Answers::new(&config.header)),
+                answers: Arc::new(Answers::new(&config.header, Arc::clone(&metrics))),
                 settings: StreamSettings {
-                    expires_ms: crate::queue::expires_ms(config.queue.expires),
+                    arguments: crate::queue::arguments(
+                        &config.queue.arguments,
+                        crate::queue::expires_ms(config.queue.expires),
+                    ),
+                    bind: config.queue.bind.clone(),
+                    event_types: config.server.event_types,
+                    retry: config.server.retry,
+                    retry_jitter: config.server.retry_jitter,
                     prefetch: config.queue.prefetch,
                     replay_window: config.queue.replay_window,
                     event_ids: config.server.event_ids,
@@ -135,7 +159,6 @@ impl Server {
             pattern: config.queue.pattern.clone(),
         });
         let mut pool = Pool::new(config.server.workers, Arc::clone(&context));
-        let busy = Arc::clone(&pool.busy);
         let doorbell = reception::start(
             Duration::from_secs(config.server.request_timeout),
             Arc::clone(&context.stream.answers),
@@ -175,7 +198,7 @@ impl Server {
         drop(doorbell);
         drop(shutdown_tx);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while busy.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while metrics.workers_busy.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
         }
         context.stream.broker.shutdown();
@@ -248,14 +271,39 @@ struct Context {
 fn handle(request: Request, context: &Context) {
     let Request { mut client, head } = request;
     let answers = &context.stream.answers;
+    let metrics = &context.stream.metrics;
     debug!("{} {} from {}", head.method, head.target, client.peer);
     match head.method.as_str() {
         "GET" => {}
         "OPTIONS" => return answers.options(&mut client),
         _ => return answers.method_not_allowed(&mut client),
     }
-    if head.path() == "/debug/vars" {
-        return answers.json(&mut client, &context.stream.metrics.debug_vars_json());
+    match head.path() {
+        "/debug/vars" => return answers.json(&mut client, &metrics.debug_vars_json()),
+        "/metrics" => {
+            return answers.text(
+                &mut client,
+                200,
+                "text/plain; version=0.0.4",
+                &metrics.prometheus_text(),
+            )
+        }
+        "/healthz" => return answers.text(&mut client, 200, "text/plain", "ok\n"),
+        "/readyz" => {
+            return match metrics.ready() {
+                Ok(()) => answers.text(&mut client, 200, "text/plain", "ready\n"),
+                Err(reason) => answers.text(&mut client, 503, "text/plain", &format!("{reason}\n")),
+            }
+        }
+        _ => {}
+    }
+    let what = format!("GET {}", head.target);
+    if metrics.draining.load(Ordering::Acquire) {
+        let refusal = Refusal {
+            reason: "server: draining",
+            retry_after: Some(1),
+        };
+        return answers.refuse(&mut client, &what, 503, &refusal);
     }
     match queue_of(&head, &context.pattern) {
         Ok(queue) => {
@@ -267,27 +315,20 @@ fn handle(request: Request, context: &Context) {
             }
             stream::serve(client, &head, &queue, &context.stream)
         }
-        Err(reason) => {
-            let what = format!("GET {}", head.target);
-            answers.refuse(
-                &mut client,
-                &what,
-                503,
-                &Refusal {
-                    reason,
-                    retry_after: None,
-                },
-            );
-        }
+        Err(reason) => answers.refuse(
+            &mut client,
+            &what,
+            503,
+            &Refusal {
+                reason,
+                retry_after: None,
+            },
+        ),
     }
 }
 
 fn queue_of(head: &RequestHead, pattern: &Pattern) -> Result<String, &'static str> {
-    let headers: Vec<(&str, &str)> = head
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers = head.header_pairs();
     pattern
         .resolve(&RequestParts {
             query: head.query(),
@@ -301,8 +342,6 @@ struct Pool {
     jobs: Sender<Request>,
     idle_jobs: Receiver<Request>,
     limit: usize,
-    live: Arc<AtomicUsize>,
-    busy: Arc<AtomicUsize>,
     context: Arc<Context>,
 }
 
@@ -314,8 +353,6 @@ impl Pool {
             jobs,
             idle_jobs,
             limit,
-            live: Arc::new(AtomicUsize::new(0)),
-            busy: Arc::new(AtomicUsize::new(0)),
             context,
         }
     }
@@ -325,7 +362,14 @@ impl Pool {
             Ok(()) => return,
             Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => r,
         };
-        if self.live.load(Ordering::Acquire) >= self.limit {
+        if self
+            .context
+            .stream
+            .metrics
+            .workers_live
+            .load(Ordering::Acquire)
+            >= self.limit
+        {
             return self.refuse_busy(request);
         }
         self.spawn(request);
@@ -349,11 +393,10 @@ impl Pool {
 
     fn spawn(&mut self, first: Request) {
         let jobs = self.idle_jobs.clone();
-        let live = Arc::clone(&self.live);
-        let busy = Arc::clone(&self.busy);
+        let metrics = Arc::clone(&self.context.stream.metrics);
         let context = Arc::clone(&self.context);
-        live.fetch_add(1, Ordering::AcqRel);
-        busy.fetch_add(1, Ordering::AcqRel);
+        metrics.workers_live.fetch_add(1, Ordering::AcqRel);
+        metrics.workers_busy.fetch_add(1, Ordering::AcqRel);
         let spawned = thread::Builder::new()
             .name("worker".into())
             .stack_size(WORKER_STACK)
@@ -365,17 +408,25 @@ impl Pool {
                     if catch_unwind(AssertUnwindSafe(|| handle(request, &context))).is_err() {
                         error!("the request from {peer} ended by an internal error");
                     }
-                    busy.fetch_sub(1, Ordering::AcqRel);
+                    metrics.workers_busy.fetch_sub(1, Ordering::AcqRel);
                     if let Ok(request) = jobs.recv_timeout(WORKER_IDLE) {
-                        busy.fetch_add(1, Ordering::AcqRel);
+                        metrics.workers_busy.fetch_add(1, Ordering::AcqRel);
                         next = Some(request);
                     }
                 }
-                live.fetch_sub(1, Ordering::AcqRel);
+                metrics.workers_live.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            self.busy.fetch_sub(1, Ordering::AcqRel);
+            self.context
+                .stream
+                .metrics
+                .workers_live
+                .fetch_sub(1, Ordering::AcqRel);
+            self.context
+                .stream
+                .metrics
+                .workers_busy
+                .fetch_sub(1, Ordering::AcqRel);
             warn!("cannot start a worker thread: {e}");
         }
     }

@@ -31,6 +31,11 @@ pub fn push_event(out: &mut Vec<u8>, event: &Event<'_>) {
     out.push(b'\n');
 }
 
+/// Appends a frame that sets the client's reconnection delay, in milliseconds.
+pub fn push_retry(out: &mut Vec<u8>, millis: u32) {
+    out.extend_from_slice(format!("retry: {millis}\n\n").as_bytes());
+}
+
 /// Appends a comment frame (`: text`), which clients ignore: used as a keep-alive.
 pub fn push_comment(out: &mut Vec<u8>, text: &str) {
     push_field(out, b": ", text.as_bytes());

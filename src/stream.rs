@@ -7,14 +7,16 @@
 //! `Last-Event-ID` are acked without being sent again.
 
 use crate::broker::Broker;
+use crate::config::Binding;
 use crate::event_id;
 use crate::http::RequestHead;
 use crate::metrics::Metrics;
+use crate::pattern::RequestParts;
 use crate::queue;
 use crate::registry::{Conflict, Registry};
 use crate::response::{Answers, Client, Refusal};
 use crate::sse;
-use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery};
+use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, FieldTable};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use log::{debug, info};
 use std::collections::VecDeque;
@@ -47,8 +49,15 @@ pub struct StreamContext {
 }
 
 pub struct StreamSettings {
-    /// `x-expires` in milliseconds, a signed 32-bit integer like the original's.
-    pub expires_ms: i32,
+    /// The queue declaration's arguments (`x-expires` and `queue.arguments`).
+    pub arguments: FieldTable,
+    /// Exchanges the queue is bound to on every connect.
+    pub bind: Vec<Binding>,
+    /// Whether the AMQP `type` becomes `event:`.
+    pub event_types: bool,
+    /// Milliseconds sent as `retry:` at stream start (0: none), moved by `retry_jitter` percent.
+    pub retry: u32,
+    pub retry_jitter: u8,
     pub prefetch: u16,
     /// Written deliveries kept unacked until this many newer ones have been written.
     pub replay_window: u16,
@@ -109,8 +118,8 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         Err(e) => return refuse(&e.to_string(), Some(1)),
     };
     let channel = lease.channel;
-    if let Err(e) = declare(&channel, queue, settings) {
-        return refuse(&format!("broker: {e}"), None);
+    if let Err(e) = declare(&channel, queue, head, settings) {
+        return refuse(&e, None);
     }
     let options = ConsumerOptions {
         exclusive: true,
@@ -170,9 +179,34 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     );
 }
 
-fn declare(channel: &Channel, name: &str, settings: &StreamSettings) -> amiquip::Result<()> {
-    queue::declare(channel, name, settings.expires_ms)?;
-    channel.qos(0, settings.qos(), false)
+/// Declares the queue, binds it as configured (idempotent), and sets the stream's QoS.
+fn declare(
+    channel: &Channel,
+    name: &str,
+    head: &RequestHead,
+    settings: &StreamSettings,
+) -> Result<(), String> {
+    let broker = |e: amiquip::Error| format!("broker: {e}");
+    queue::declare(channel, name, &settings.arguments).map_err(broker)?;
+    let headers = head.header_pairs();
+    let parts = RequestParts {
+        query: head.query(),
+        headers: &headers,
+    };
+    for binding in &settings.bind {
+        let exchange = binding
+            .exchange
+            .resolve_text(&parts)
+            .map_err(|r| r.reason().to_string())?;
+        let key = binding
+            .routing_key
+            .resolve_text(&parts)
+            .map_err(|r| r.reason().to_string())?;
+        channel
+            .queue_bind(name, exchange, key, FieldTable::default())
+            .map_err(broker)?;
+    }
+    channel.qos(0, settings.qos(), false).map_err(broker)
 }
 
 /// The last event the client has: the `Last-Event-ID` header browsers send on reconnect, or
@@ -207,10 +241,16 @@ impl Session<'_> {
     fn run(&mut self, last_event_id: Option<&str>, taken_over: &Receiver<()>) -> End {
         let mut head = self.context.answers.stream_head();
         head.extend_from_slice(sse::BANNER);
-        if let Err(e) = send(self.socket, &head) {
+        let settings = &self.context.settings;
+        if settings.retry > 0 {
+            // Moved at random per stream, so that a restart does not bring every browser back in
+            // the same instant.
+            let retry = crate::random::jitter(f64::from(settings.retry), settings.retry_jitter);
+            sse::push_retry(&mut head, retry.round() as u32);
+        }
+        if let Err(e) = self.send(&head) {
             return End::ClientGone(e);
         }
-        self.written += head.len() as u64;
         if let Some(id) = last_event_id {
             let replayed = match self.skip_what_the_client_has(id) {
                 Ok(replayed) => replayed,
@@ -294,6 +334,10 @@ impl Session<'_> {
                     if event_id::of(&delivery.body, &delivery.properties) == last {
                         // Acks this one and every earlier one on the channel: all of `taken`.
                         let skipped = taken.len() + 1;
+                        self.context
+                            .metrics
+                            .acks
+                            .fetch_add(skipped as u64, Ordering::Relaxed);
                         self.consumer
                             .ack_multiple(delivery)
                             .map_err(|e| End::ChannelClosed(e.to_string()))?;
@@ -319,21 +363,29 @@ impl Session<'_> {
         }
         self.out.clear();
         let with_ids = self.context.settings.event_ids;
+        let with_types = self.context.settings.event_types;
         for delivery in &batch {
             let id = with_ids.then(|| event_id::of(&delivery.body, &delivery.properties));
+            let kind = delivery
+                .properties
+                .type_()
+                .as_deref()
+                .filter(|_| with_types);
             let event = sse::Event {
                 id: id.as_deref(),
-                event: None,
+                event: kind,
                 data: &delivery.body,
             };
             sse::push_event(&mut self.out, &event);
         }
-        send(self.socket, &self.out).map_err(End::ClientGone)?;
+        let frames = std::mem::take(&mut self.out);
+        let sent = self.send(&frames);
+        self.out = frames;
+        sent.map_err(End::ClientGone)?;
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
         // Every frame of the batch counts as ending with the write: conservative, never early.
-        self.written += self.out.len() as u64;
         let end = self.written;
         self.window.extend(batch.into_iter().map(|mut delivery| {
             delivery.body = Vec::new();
@@ -360,6 +412,10 @@ impl Session<'_> {
             .count();
         let settled = at_client.saturating_sub(usize::from(self.context.settings.replay_window));
         // One ack covers every delivery up to the newest settled one on the channel.
+        self.context
+            .metrics
+            .acks
+            .fetch_add(settled as u64, Ordering::Relaxed);
         if let Some((delivery, _)) = self.window.drain(..settled).next_back() {
             self.consumer
                 .ack_multiple(delivery)
@@ -374,17 +430,22 @@ impl Session<'_> {
     }
 
     fn keepalive(&mut self) -> Result<(), End> {
-        self.out.clear();
-        sse::push_comment(&mut self.out, "keep-alive");
-        send(self.socket, &self.out).map_err(End::ClientGone)?;
-        self.written += self.out.len() as u64;
+        let mut comment = Vec::new();
+        sse::push_comment(&mut comment, "keep-alive");
+        self.send(&comment).map_err(End::ClientGone)
+    }
+
+    /// The one place bytes go to the client: written, flushed, counted.
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.socket.write_all(bytes)?;
+        self.socket.flush()?;
+        self.written += bytes.len() as u64;
+        self.context
+            .metrics
+            .bytes_written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
-}
-
-fn send(client: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    client.write_all(bytes)?;
-    client.flush()
 }
 
 /// True when the client has closed its side or reset the connection. A stream client sends
