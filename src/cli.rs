@@ -31,6 +31,21 @@ pub struct Args {
 #[argh(subcommand)]
 pub enum Command {
     Publish(PublishArgs),
+    Token(TokenArgs),
+}
+
+/// Print the query string (`expires=…&token=…`) that signs a stream request for a queue, with
+/// the configured auth.secret.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "token")]
+pub struct TokenArgs {
+    /// the queue name the request resolves to
+    #[argh(positional)]
+    pub queue: String,
+
+    /// seconds the token stays valid (default 3600)
+    #[argh(option, default = "3600")]
+    pub ttl: u64,
 }
 
 /// Publish a message to a client's queue on the first configured broker, declaring the queue

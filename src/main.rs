@@ -2,6 +2,7 @@
 //! `main` only wires things up; every module says what it does.
 
 mod amqp_url;
+mod auth;
 mod broker;
 mod cli;
 mod clock;
@@ -66,8 +67,19 @@ fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
         print!("{}", config.to_yaml());
         return Ok(());
     }
-    if let Some(cli::Command::Publish(publish)) = &args.command {
-        return Ok(publish::publish(&config, publish)?);
+    match &args.command {
+        Some(cli::Command::Publish(publish)) => return Ok(publish::publish(&config, publish)?),
+        Some(cli::Command::Token(token)) => {
+            let key = config.auth.key.as_deref().ok_or("auth.secret is not set")?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let expires = now.as_secs() + token.ttl;
+            println!(
+                "expires={expires}&token={}",
+                auth::token(key, &token.queue, expires)
+            );
+            return Ok(());
+        }
+        None => {}
     }
     log::info!("{VERSION} starting");
     if config.sources.is_empty() {

@@ -171,7 +171,7 @@ fn validate_queue_name(name: Vec<u8>) -> Result<String, Refusal> {
 
 /// The first value of `key` in a query string, decoded as a form value (`+` is a space).
 /// A pair with broken percent-encoding is skipped, as Go's `url.Query()` does.
-fn query_value(query: &str, key: &str) -> Option<Vec<u8>> {
+pub fn query_value(query: &str, key: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let k = form_decode(k)?;
@@ -205,7 +205,7 @@ pub fn form_decode(text: &str) -> Option<Vec<u8>> {
 
 /// The first cookie named `key` across all `Cookie` headers, with surrounding quotes removed.
 /// A cookie whose value has bytes a cookie may not hold is skipped, as Go's `r.Cookie` does.
-fn cookie_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
+pub fn cookie_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
     headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))

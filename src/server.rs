@@ -157,6 +157,7 @@ impl Server {
                 shutdown: shutdown_rx,
             },
             pattern: config.queue.pattern.clone(),
+            auth_key: config.auth.key.clone(),
         });
         let mut pool = Pool::new(config.server.workers, Arc::clone(&context));
         let doorbell = reception::start(
@@ -265,6 +266,8 @@ fn loopback_of(local: SocketAddr) -> SocketAddr {
 struct Context {
     stream: StreamContext,
     pattern: Pattern,
+    /// With `auth.secret`: the key stream requests must be signed with.
+    auth_key: Option<Vec<u8>>,
 }
 
 /// Answers a request, or serves it as a stream.
@@ -312,6 +315,18 @@ fn handle(request: Request, context: &Context) {
             #[cfg(debug_assertions)]
             if std::env::var("EVENTSOURCED_TEST_PANIC_QUEUE").is_ok_and(|q| q == queue) {
                 panic!("test panic for queue {queue:?}");
+            }
+            if let Some(key) = &context.auth_key {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if let Err(denied) = crate::auth::check(key, &queue, &head, now) {
+                    let refusal = Refusal {
+                        reason: denied.reason(),
+                        retry_after: None,
+                    };
+                    return answers.refuse(&mut client, &what, 403, &refusal);
+                }
             }
             stream::serve(client, &head, &queue, &context.stream)
         }

@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 pub const REASON_TAKEN: &str = "server: max consumers exceeded";
 /// How long a takeover waits for the old stream to hand its queue back.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
-/// How long a resuming stream waits for the broker's redeliveries before it stops looking for
-/// the client's last event among them.
+/// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
+/// after fresh messages are still sent first.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
 /// How often written deliveries beyond the window are checked for the client's TCP ack.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
@@ -252,7 +252,7 @@ impl Session<'_> {
             return End::ClientGone(e);
         }
         if let Some(id) = last_event_id {
-            let replayed = match self.skip_what_the_client_has(id) {
+            let replayed = match self.resume_after(id) {
                 Ok(replayed) => replayed,
                 Err(end) => return end,
             };
@@ -318,34 +318,19 @@ impl Session<'_> {
         }
     }
 
-    /// Takes the broker's redeliveries (the previous stream's unacked tail, in queue order) up to
-    /// and including the one with id `last`, and acks them unsent. Returns what it took beyond
-    /// that, to be sent: all of it when `last` is not among the redeliveries.
-    fn skip_what_the_client_has(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
+    /// A resuming stream's first batch: what the broker sends in the first moments, with
+    /// redeliveries (the previous stream's unacked tail, older) before fresh messages, and
+    /// without those up to and including `last`, which are acked unsent. Redeliveries can arrive
+    /// after fresh ones: another server's stream ends by cancelling its consumer and only then
+    /// closing its channel, which is what hands its unacked messages back.
+    fn resume_after(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
         let limit = usize::from(self.context.settings.qos());
+        let deadline = Instant::now() + RESUME_WAIT;
         let mut taken = Vec::new();
         while taken.len() < limit {
-            match self.consumer.receiver().recv_timeout(RESUME_WAIT) {
-                Ok(ConsumerMessage::Delivery(delivery)) => {
-                    if !delivery.redelivered {
-                        taken.push(delivery);
-                        break;
-                    }
-                    if event_id::of(&delivery.body, &delivery.properties) == last {
-                        // Acks this one and every earlier one on the channel: all of `taken`.
-                        let skipped = taken.len() + 1;
-                        self.context
-                            .metrics
-                            .acks
-                            .fetch_add(skipped as u64, Ordering::Relaxed);
-                        self.consumer
-                            .ack_multiple(delivery)
-                            .map_err(|e| End::ChannelClosed(e.to_string()))?;
-                        debug!("skipped {skipped} messages the client already has");
-                        return Ok(Vec::new());
-                    }
-                    taken.push(delivery);
-                }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.receiver().recv_timeout(left) {
+                Ok(ConsumerMessage::Delivery(delivery)) => taken.push(delivery),
                 Ok(other) => return Err(ended_by(other)),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -353,7 +338,26 @@ impl Session<'_> {
                 }
             }
         }
-        Ok(taken)
+        let (mut replayed, fresh): (Vec<Delivery>, Vec<Delivery>) =
+            taken.into_iter().partition(|d| d.redelivered);
+        let known = replayed
+            .iter()
+            .position(|d| event_id::of(&d.body, &d.properties) == last);
+        if let Some(position) = known {
+            // One by one: fresh deliveries with lower tags may be among the unsent.
+            for delivery in replayed.drain(..=position) {
+                self.consumer
+                    .ack(delivery)
+                    .map_err(|e| End::ChannelClosed(e.to_string()))?;
+            }
+            self.context
+                .metrics
+                .acks
+                .fetch_add(position as u64 + 1, Ordering::Relaxed);
+            debug!("skipped {} messages the client already has", position + 1);
+        }
+        replayed.extend(fresh);
+        Ok(replayed)
     }
 
     /// Writes `batch` in one write, then acks what may be acked.
@@ -411,15 +415,27 @@ impl Session<'_> {
             .take_while(|(_, end)| *end <= received)
             .count();
         let settled = at_client.saturating_sub(usize::from(self.context.settings.replay_window));
-        // One ack covers every delivery up to the newest settled one on the channel.
+        if settled == 0 {
+            return Ok(());
+        }
         self.context
             .metrics
             .acks
             .fetch_add(settled as u64, Ordering::Relaxed);
-        if let Some((delivery, _)) = self.window.drain(..settled).next_back() {
-            self.consumer
-                .ack_multiple(delivery)
-                .map_err(|e| End::ChannelClosed(e.to_string()))?;
+        let done: Vec<Delivery> = self.window.drain(..settled).map(|(d, _)| d).collect();
+        let newest = done.iter().map(Delivery::delivery_tag).max().unwrap_or(0);
+        let ack =
+            |result: amiquip::Result<()>| result.map_err(|e| End::ChannelClosed(e.to_string()));
+        // One ack with `multiple` covers every delivery up to the newest tag, when nothing still
+        // in the window has a lower tag (a resumed stream may send older redeliveries first).
+        if self.window.iter().all(|(d, _)| d.delivery_tag() > newest) {
+            if let Some(delivery) = done.into_iter().max_by_key(Delivery::delivery_tag) {
+                ack(self.consumer.ack_multiple(delivery))?;
+            }
+        } else {
+            for delivery in done {
+                ack(self.consumer.ack(delivery))?;
+            }
         }
         Ok(())
     }

@@ -596,6 +596,20 @@ impl Amqp {
             .expect("publish");
     }
 
+    /// Declares an exchange of `kind` (fanout, topic, direct), not durable.
+    pub fn exchange(&self, name: &str, kind: amiquip::ExchangeType) {
+        self.channel()
+            .exchange_declare(kind, name, amiquip::ExchangeDeclareOptions::default())
+            .expect("declare the exchange");
+    }
+
+    /// Publishes `body` to `exchange` with `routing_key`.
+    pub fn publish_to(&self, exchange: &str, routing_key: &str, body: &str) {
+        self.channel()
+            .basic_publish(exchange, Publish::new(body.as_bytes(), routing_key))
+            .expect("publish to the exchange");
+    }
+
     /// Messages ready in `queue` (not delivered to any consumer).
     pub fn ready(&self, queue: &str) -> u32 {
         self.channel()
