@@ -9,7 +9,7 @@ use amiquip::{ConsumerMessage, ConsumerOptions};
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::{unique, Amqp, Server, Stream};
@@ -336,37 +336,9 @@ fn many_clients(clients: usize, messages: usize) -> Row {
             amqp.publish(queue, &format!("{n}"));
         }
     }
-    let start = Arc::new(Barrier::new(clients + 1));
-    let readers: Vec<_> = queues
-        .iter()
-        .map(|queue| {
-            let (addr, queue, start) = (server.addr, queue.clone(), Arc::clone(&start));
-            thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    start.wait();
-                    let Some(mut stream) = Stream::try_open(addr, &format!("/?id={queue}"), &[])
-                    else {
-                        return 0;
-                    };
-                    let mut seen = BTreeSet::new();
-                    while seen.len() < messages {
-                        match stream.next_event_within(Duration::from_secs(30)) {
-                            Ok(Some(e)) => {
-                                seen.insert(e.data.unwrap_or_default());
-                            }
-                            _ => break,
-                        }
-                    }
-                    seen.len()
-                })
-                .expect("client thread")
-        })
-        .collect();
-    start.wait();
-    let began = Instant::now();
-    let received: usize = readers.into_iter().map(|r| r.join().unwrap_or(0)).sum();
-    let wall = began.elapsed().as_secs_f64();
+    let (sets, wall) = support::read_many(server.addr, &queues, messages);
+    let received: usize = sets.iter().map(BTreeSet::len).sum();
+    let wall = wall.as_secs_f64();
     row(
         &format!("{clients} clients × {messages} messages, each its own queue: wall time"),
         format!("{wall:.2} s"),

@@ -210,6 +210,7 @@ fn status_text(status: u16) -> &'static str {
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
@@ -291,6 +292,13 @@ mod tests {
             parse(&format!("{long}\r\n")),
             Err(HttpError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn every_status_the_server_sends_has_its_phrase() {
+        for status in [200, 204, 400, 403, 405, 408, 431, 503] {
+            assert_ne!(status_text(status), "Unknown", "{status}");
+        }
     }
 
     #[test]

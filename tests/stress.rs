@@ -3,11 +3,8 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Barrier};
-use std::thread;
 use std::time::Instant;
-use support::{unique, Amqp, Server, Stream};
+use support::{unique, Amqp, Server};
 
 const CLIENTS: usize = 1000;
 const MESSAGES: usize = 42;
@@ -30,40 +27,14 @@ fn a_thousand_clients_each_get_their_42_messages() {
         CLIENTS * MESSAGES,
         filling.elapsed().as_secs_f64()
     );
-    let start = Arc::new(Barrier::new(CLIENTS + 1));
-    let clients: Vec<_> = queues
-        .iter()
-        .map(|queue| {
-            let (addr, queue, start) = (server.addr, queue.clone(), Arc::clone(&start));
-            thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    start.wait();
-                    let mut stream = Stream::open(addr, &format!("/?id={queue}"), &[]);
-                    assert_eq!(
-                        stream.status,
-                        200,
-                        "{queue}: {:?}",
-                        stream.header("X-Status-Reason")
-                    );
-                    let mut seen = BTreeSet::new();
-                    while seen.len() < MESSAGES {
-                        let data = stream
-                            .next_data()
-                            .unwrap_or_else(|| panic!("{queue} ended early"));
-                        assert!(data.starts_with(&queue), "{queue} got {data}");
-                        seen.insert(data);
-                    }
-                    seen.len()
-                })
-                .expect("client thread")
-        })
-        .collect();
-    start.wait();
-    let began = Instant::now();
-    let received: usize = clients.into_iter().map(|c| c.join().expect("client")).sum();
-    let wall = began.elapsed();
-    assert_eq!(received, CLIENTS * MESSAGES);
+    let (received, wall) = support::read_many(server.addr, &queues, MESSAGES);
+    for (queue, seen) in queues.iter().zip(&received) {
+        assert_eq!(seen.len(), MESSAGES, "{queue} got {seen:?}");
+        assert!(
+            seen.iter().all(|m| m.starts_with(&format!("{queue}/"))),
+            "{queue} got {seen:?}"
+        );
+    }
     eprintln!(
         "stress: {CLIENTS} clients x {MESSAGES} messages all delivered in {:.2} s",
         wall.as_secs_f64()

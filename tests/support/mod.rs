@@ -655,6 +655,49 @@ impl Drop for Amqp {
     }
 }
 
+/// Opens one stream per queue, all at the same moment, each reading until it has `messages`
+/// distinct events (or its stream ends). Returns what each queue's stream received, and the
+/// time from the common start until the last stream had everything.
+pub fn read_many(
+    addr: SocketAddr,
+    queues: &[String],
+    messages: usize,
+) -> (Vec<BTreeSet<String>>, Duration) {
+    let start = Arc::new(std::sync::Barrier::new(queues.len() + 1));
+    let readers: Vec<_> = queues
+        .iter()
+        .map(|queue| {
+            let (target, start) = (format!("/?id={queue}"), Arc::clone(&start));
+            thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    let mut seen = BTreeSet::new();
+                    let Some(mut stream) = Stream::try_open(addr, &target, &[]) else {
+                        return seen;
+                    };
+                    while seen.len() < messages {
+                        match stream.next_event_within(WAIT) {
+                            Ok(Some(event)) => {
+                                seen.insert(event.data.unwrap_or_default());
+                            }
+                            _ => break,
+                        }
+                    }
+                    seen
+                })
+                .expect("a reader thread")
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let received = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or_default())
+        .collect();
+    (received, began.elapsed())
+}
+
 /// Runs `rabbitmqctl` against the test broker.
 pub fn rabbitmqctl(args: &[&str]) -> String {
     let dir = std::env::var("EVENTSOURCED_TEST_BROKER_DIR")
