@@ -12,9 +12,9 @@ use log::{debug, info, warn};
 use std::fmt;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a TCP connect plus AMQP handshake may take before the dial counts as failed.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
@@ -67,12 +67,69 @@ struct Node {
 struct Link {
     id: u64,
     connection: Mutex<Option<Connection>>,
+    calls: Arc<Calls>,
+    /// True while a request is opening a channel on this connection; others wait their turn
+    /// on `turn`, giving up when the connection stalls.
+    opening: Mutex<bool>,
+    turn: Condvar,
 }
 
-/// A channel together with the name of the connection it came from, for logs.
+/// A channel, the name of the connection it came from (for logs), and that connection's calls.
 pub struct Lease {
     pub channel: Channel,
     pub broker: String,
+    pub calls: Arc<Calls>,
+}
+
+/// How long a call to the broker may be in flight, with no other call on the connection
+/// finishing meanwhile, before the connection counts as stalled: a broker that went silent
+/// (a partition; a crash or restart closes the socket instead) is only declared dead by
+/// heartbeats, after two of them, and new requests must not wait for that.
+/// Three seconds: a broker answers in milliseconds, and even one busy with a thousand
+/// simultaneous stream setups finishes some call on a connection well within that.
+const STALL_LIMIT: Duration = Duration::from_secs(3);
+
+/// The calls to the broker in flight on one connection.
+pub struct Calls {
+    pending: AtomicUsize,
+    /// When a call last finished, or, if later, when calls started after a quiet spell: the
+    /// broker has shown no sign of life since then.
+    progress: Mutex<Instant>,
+    metrics: Arc<Metrics>,
+}
+
+impl Calls {
+    fn new(metrics: Arc<Metrics>) -> Calls {
+        Calls {
+            pending: AtomicUsize::new(0),
+            progress: Mutex::new(Instant::now()),
+            metrics,
+        }
+    }
+
+    /// Runs `call` (one or more synchronous AMQP methods) counted as in flight.
+    pub fn during<T>(&self, call: impl FnOnce() -> T) -> T {
+        {
+            let mut progress = lock(&self.progress);
+            if self.pending.fetch_add(1, Ordering::AcqRel) == 0 {
+                *progress = Instant::now();
+            }
+        }
+        self.metrics.broker_calls.fetch_add(1, Ordering::Relaxed);
+        let result = call();
+        {
+            let mut progress = lock(&self.progress);
+            *progress = Instant::now();
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.metrics.broker_calls.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    fn stalled(&self) -> bool {
+        let progress = lock(&self.progress);
+        self.pending.load(Ordering::Acquire) > 0 && progress.elapsed() > STALL_LIMIT
+    }
 }
 
 impl Broker {
@@ -112,6 +169,22 @@ impl Broker {
         broker
     }
 
+    /// Whether a stream could be served now: a connection is up and answering.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let links: Vec<Arc<Link>> = self
+            .nodes
+            .iter()
+            .flat_map(|n| lock(&n.links).clone())
+            .collect();
+        if links.is_empty() {
+            Err("broker: no connection available")
+        } else if links.iter().all(|l| l.calls.stalled()) {
+            Err("broker: not answering")
+        } else {
+            Ok(())
+        }
+    }
+
     /// A new channel on the next connection in turn.
     pub fn open_channel(&self) -> Result<Lease, BrokerError> {
         let links: Vec<(Arc<Node>, Arc<Link>)> = self
@@ -133,33 +206,37 @@ impl Broker {
         for i in 0..links.len() {
             let (node, link) = &links[(start + i) % links.len()];
             match link.open_channel() {
-                Ok(channel) => return Ok(self.lease(node, channel)),
+                Ok(channel) => return Ok(self.lease(node, link, channel)),
+                Err(OpenError::Stalled) => {
+                    last_error
+                        .get_or_insert_with(|| format!("{} does not answer", node.url.address()));
+                }
                 Err(OpenError::Exhausted) => full_node = full_node.or(Some(Arc::clone(node))),
                 Err(OpenError::Gone) => {}
                 Err(OpenError::Amqp(e)) => last_error = Some(node.url.scrub(&e.to_string())),
             }
         }
         if let Some(node) = full_node {
-            let channel = self.open_on_extra_link(&node)?;
-            return Ok(self.lease(&node, channel));
+            return self.open_on_extra_link(&node);
         }
         Err(last_error.map_or(BrokerError::Unavailable, BrokerError::Channel))
     }
 
-    fn lease(&self, node: &Node, channel: Channel) -> Lease {
+    fn lease(&self, node: &Node, link: &Link, channel: Channel) -> Lease {
         Lease {
             channel,
             broker: node.url.address(),
+            calls: Arc::clone(&link.calls),
         }
     }
 
     /// Every connection of `node` has used its negotiated `channel_max`: open one more.
-    fn open_on_extra_link(self: &Broker, node: &Arc<Node>) -> Result<Channel, BrokerError> {
+    fn open_on_extra_link(self: &Broker, node: &Arc<Node>) -> Result<Lease, BrokerError> {
         let _one_at_a_time = lock(&node.extra_dial);
         // Another request may have added a connection while this one waited.
         for link in lock(&node.links).clone() {
             if let Ok(channel) = link.open_channel() {
-                return Ok(channel);
+                return Ok(self.lease(node, &link, channel));
             }
         }
         let (link, blocked) = self
@@ -174,6 +251,7 @@ impl Broker {
             _ => BrokerError::Unavailable,
         })?;
         self.attach(node, &link);
+        let lease = self.lease(node, &link, channel);
         let watched = Arc::clone(node);
         let metrics = Arc::clone(&self.metrics);
         let spawned = thread::Builder::new()
@@ -187,7 +265,7 @@ impl Broker {
         if let Err(e) = spawned {
             warn!("cannot watch the extra connection to {}: {e}", node.url);
         }
-        Ok(channel)
+        Ok(lease)
     }
 
     /// Keeps one connection to `node` up until shutdown.
@@ -233,6 +311,9 @@ impl Broker {
         let link = Arc::new(Link {
             id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
             connection: Mutex::new(Some(connection)),
+            calls: Arc::new(Calls::new(Arc::clone(&self.metrics))),
+            opening: Mutex::new(false),
+            turn: Condvar::new(),
         });
         Ok((link, blocked))
     }
@@ -312,6 +393,8 @@ pub fn connect(
 enum OpenError {
     /// The connection has used all its channel ids.
     Exhausted,
+    /// The broker has not answered this connection's calls for a while.
+    Stalled,
     /// The connection is already closed.
     Gone,
     Amqp(amiquip::Error),
@@ -319,12 +402,43 @@ enum OpenError {
 
 impl Link {
     fn open_channel(&self) -> Result<Channel, OpenError> {
+        // Another request may be stuck opening a channel on a silent broker: wait for our turn
+        // only as long as the connection does not count as stalled.
+        {
+            let mut busy = lock(&self.opening);
+            loop {
+                if self.calls.stalled() {
+                    return Err(OpenError::Stalled);
+                }
+                if !*busy {
+                    break;
+                }
+                busy = self
+                    .turn
+                    .wait_timeout(busy, Duration::from_millis(100))
+                    .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+            }
+            *busy = true;
+        }
+        let _turn = Turn(self);
         let mut connection = lock(&self.connection);
         let connection = connection.as_mut().ok_or(OpenError::Gone)?;
-        connection.open_channel(None).map_err(|e| match e {
-            amiquip::Error::ExhaustedChannelIds => OpenError::Exhausted,
-            e => OpenError::Amqp(e),
-        })
+        self.calls
+            .during(|| connection.open_channel(None))
+            .map_err(|e| match e {
+                amiquip::Error::ExhaustedChannelIds => OpenError::Exhausted,
+                e => OpenError::Amqp(e),
+            })
+    }
+}
+
+/// Ends a request's turn at opening a channel, however the opening ended.
+struct Turn<'a>(&'a Link);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.opening) = false;
+        self.0.turn.notify_one();
     }
 }
 

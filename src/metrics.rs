@@ -12,6 +12,8 @@ pub struct Metrics {
     started: Instant,
     /// Broker connections that are up.
     pub broker_connections: AtomicUsize,
+    /// Synchronous calls to the broker in flight (a count that stays up means a silent broker).
+    pub broker_calls: AtomicUsize,
     /// Streams consuming from a queue right now.
     pub consumers: AtomicUsize,
     /// Deliveries written to clients since start.
@@ -69,6 +71,7 @@ impl Default for Metrics {
         Metrics {
             started: Instant::now(),
             broker_connections: AtomicUsize::new(0),
+            broker_calls: AtomicUsize::new(0),
             consumers: AtomicUsize::new(0),
             deliveries: AtomicU64::new(0),
             refusals_busy: AtomicU64::new(0),
@@ -117,17 +120,6 @@ impl Metrics {
         );
         if let Ok(mut refusals) = self.refusals.lock() {
             *refusals.entry(label).or_default() += 1;
-        }
-    }
-
-    /// True while at least one broker connection is up and the server is not draining.
-    pub fn ready(&self) -> Result<(), &'static str> {
-        if self.draining.load(Ordering::Relaxed) {
-            Err("server: draining")
-        } else if self.broker_connections.load(Ordering::Relaxed) == 0 {
-            Err("broker: no connection available")
-        } else {
-            Ok(())
         }
     }
 
@@ -186,6 +178,12 @@ impl Metrics {
             "gauge",
             "Broker connections up.",
             &plain(load(&self.broker_connections)),
+        );
+        metric(
+            "eventsourced_broker_calls_pending",
+            "gauge",
+            "Synchronous calls to the broker in flight.",
+            &plain(load(&self.broker_calls)),
         );
         let workers = vec![
             ("{state=\"limit\"}".to_string(), load(&self.workers_limit)),

@@ -293,10 +293,15 @@ fn handle(request: Request, context: &Context) {
         }
         "/healthz" => return answers.text(&mut client, 200, "text/plain", "ok\n"),
         "/readyz" => {
-            return match metrics.ready() {
+            let ready = if metrics.draining.load(Ordering::Acquire) {
+                Err("server: draining")
+            } else {
+                context.stream.broker.readiness()
+            };
+            return match ready {
                 Ok(()) => answers.text(&mut client, 200, "text/plain", "ready\n"),
                 Err(reason) => answers.text(&mut client, 503, "text/plain", &format!("{reason}\n")),
-            }
+            };
         }
         _ => {}
     }

@@ -118,14 +118,19 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         Err(e) => return refuse(&e.to_string(), Some(1)),
     };
     let channel = lease.channel;
-    if let Err(e) = declare(&channel, queue, head, settings) {
+    // Counted as calls in flight: a broker that stops answering marks its connection stalled,
+    // and further requests go elsewhere or are refused at once instead of waiting here too.
+    if let Err(e) = lease
+        .calls
+        .during(|| declare(&channel, queue, head, settings))
+    {
         return refuse(&e, None);
     }
     let options = ConsumerOptions {
         exclusive: true,
         ..ConsumerOptions::default()
     };
-    let consumer = match channel.basic_consume(queue, options) {
+    let consumer = match lease.calls.during(|| channel.basic_consume(queue, options)) {
         Ok(consumer) => consumer,
         // ACCESS_REFUSED: a consumer elsewhere (another server) holds the queue.
         Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {

@@ -6,7 +6,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use support::{request, unique, Server, Stream};
+use support::{request, unique, wait_for, Server, Stream};
 
 fn raw(server: &Server, bytes: &[u8]) -> String {
     let mut socket = TcpStream::connect(server.addr).unwrap();
@@ -116,8 +116,14 @@ fn a_panic_ends_one_request_and_the_pool_stays_whole() {
         let _ = socket.read_to_end(&mut answer);
         assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
     }
-    server.wait_log("ended by an internal error");
-    // Both workers still serve streams.
+    server.wait_log_count("ended by an internal error", 3);
+    // Both workers are free again (the only busy one is answering this question)...
+    wait_for("the workers to be free", support::WAIT, || {
+        let metrics = String::from_utf8(request(server.addr, "GET", "/metrics", &[]).body)
+            .unwrap_or_default();
+        metrics.contains("eventsourced_workers{state=\"busy\"} 1\n")
+    });
+    // ...and both still serve streams.
     let a = Stream::open(server.addr, &format!("/?id={}", unique("after-a")), &[]);
     let b = Stream::open(server.addr, &format!("/?id={}", unique("after-b")), &[]);
     assert_eq!((a.status, b.status), (200, 200));

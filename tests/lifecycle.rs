@@ -245,3 +245,62 @@ fn debug_vars_counts_deliveries_of_the_last_second() {
     );
     assert!(most <= 50, "{most}");
 }
+
+#[test]
+fn a_silent_broker_is_answered_503_at_once_and_streams_come_back() {
+    let relay = support::Relay::to(support::broker_port());
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/", relay.port);
+    // Heartbeats of 5 s: the broker is declared dead after about 10 s of silence; the connection
+    // counts as stalled after 3 s.
+    let server = Server::start_with_broker(&url, &[("EVENTSOURCED_BROKER_HEARTBEAT", "5")]).ready();
+    let first = Stream::open(server.addr, &format!("/?id={}", unique("silent-a")), &[]);
+    assert_eq!(first.status, 200);
+    // A partition between server and broker: the connection stays open, nothing answers.
+    relay.freeze(true);
+    let addr = server.addr;
+    let stuck_target = format!("/?id={}", unique("silent-b"));
+    let stuck =
+        std::thread::spawn(move || support::request(addr, "GET", &stuck_target, &[]).status);
+    // The first request to meet the silence waits inside a call to the broker.
+    wait_for(
+        "the first request to be waiting on the broker",
+        Duration::from_secs(10),
+        || {
+            let metrics = String::from_utf8(support::request(addr, "GET", "/metrics", &[]).body)
+                .unwrap_or_default();
+            metrics.contains("eventsourced_broker_calls_pending 1\n")
+        },
+    );
+    // After 3 s without an answer the connection counts as stalled: not ready...
+    wait_for(
+        "readiness to notice the silence",
+        Duration::from_secs(10),
+        || support::request(addr, "GET", "/readyz", &[]).status == 503,
+    );
+    // ...and every later request is refused at once, while that first one is still waiting for
+    // the heartbeats' verdict.
+    let answer = server.get(&format!("/?id={}", unique("silent-c")), &[]);
+    assert!(
+        !stuck.is_finished(),
+        "the first request should still be waiting"
+    );
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("Retry-After"), Some("1"));
+    assert!(
+        answer
+            .header("X-Status-Reason")
+            .is_some_and(|r| r.contains("does not answer")),
+        "{answer:?}"
+    );
+    // Heartbeats declare the broker dead: the waiting request gets its 503 too, never a hang.
+    assert_eq!(stuck.join().unwrap(), 503);
+    relay.freeze(false);
+    wait_for(
+        "a stream once the broker answers again",
+        Duration::from_secs(40),
+        || {
+            Stream::try_open(server.addr, &format!("/?id={}", unique("silent-d")), &[])
+                .is_some_and(|s| s.status == 200)
+        },
+    );
+}

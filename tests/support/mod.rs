@@ -772,3 +772,83 @@ pub fn close_broker_connections_of(pid: i32) {
     }
     assert_eq!(closed, ports.len(), "connections listed:\n{listing}");
 }
+
+/// A TCP relay to 127.0.0.1:`target` that can go silent: while frozen it moves no bytes but
+/// keeps every connection open, as a network partition does.
+pub struct Relay {
+    pub port: u16,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    pub fn to(target: u16) -> Relay {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("relay listener");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (f, s) = (Arc::clone(&frozen), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ] {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let (f, s) = (Arc::clone(&f), Arc::clone(&s));
+                    thread::spawn(move || {
+                        let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+                        let mut buffer = [0u8; 16 * 1024];
+                        while !s.load(Ordering::Relaxed) {
+                            if f.load(Ordering::Relaxed) {
+                                thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                            match from.read(&mut buffer) {
+                                Ok(0) => break,
+                                Ok(n) => {
+                                    if to.write_all(&buffer[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        std::io::ErrorKind::WouldBlock
+                                            | std::io::ErrorKind::TimedOut
+                                    ) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, frozen, stop }
+    }
+
+    pub fn freeze(&self, silent: bool) {
+        self.frozen.store(silent, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
