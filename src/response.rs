@@ -112,7 +112,6 @@ impl Answers {
 
     /// 200 with a JSON document.
     pub fn json(&self, client: &mut Client, body: &str) {
-        let ct = [("Content-Type", "application/json; charset=utf-8")];
-        http::send_and_close(&mut client.socket, &http::answer(200, &ct, body.as_bytes()));
+        self.text(client, 200, "application/json; charset=utf-8", body);
     }
 }
