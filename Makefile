@@ -23,7 +23,7 @@ bench:
 
 ## The property tests with many more random cases (a few minutes).
 fuzz:
-	EVENTSOURCED_PROPERTY_CASES=$${EVENTSOURCED_PROPERTY_CASES:-2000000} $(CARGO) test --release --bin eventsourced properties
+	EVENTSOURCED_PROPERTY_CASES=$${EVENTSOURCED_PROPERTY_CASES:-2000000} $(CARGO) test --release --lib property_tests
 
 ## Fully static musl binaries (dist/eventsourced-x86_64, dist/eventsourced-aarch64), built with
 ## Debian's Rust toolchain; installs what it needs when missing and run as root.

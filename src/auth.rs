@@ -3,49 +3,31 @@
 //! cookies. Whoever can mint tokens (the application's backend) decides who reads which queue;
 //! this server only checks, in constant time, without a database.
 
+use crate::http::query::{cookie_value, query_value};
 use crate::http::RequestHead;
-use crate::pattern;
-
-/// Why a request was denied (403).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    Missing,
-    Expired,
-    Invalid,
-}
-
-impl Denied {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Denied::Missing => "auth: token missing",
-            Denied::Expired => "auth: token expired",
-            Denied::Invalid => "auth: token invalid",
-        }
-    }
-}
+use crate::refusal::Refusal;
 
 /// Checks the request's token for `queue` at `now` (unix seconds).
-pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<(), Denied> {
-    let headers = head.header_pairs();
+pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<(), Refusal> {
     let value = |name: &str| {
-        pattern::query_value(head.query(), name)
-            .or_else(|| pattern::cookie_value(&headers, name))
+        query_value(head.query(), name)
+            .or_else(|| cookie_value(&head.headers, name))
             .and_then(|v| String::from_utf8(v).ok())
     };
     let (Some(expires), Some(token)) = (value("expires"), value("token")) else {
-        return Err(Denied::Missing);
+        return Err(Refusal::TokenMissing);
     };
     let Ok(deadline) = expires.parse::<u64>() else {
-        return Err(Denied::Invalid);
+        return Err(Refusal::TokenInvalid);
     };
     if !constant_time_eq(
         token.as_bytes(),
         self::token(key, queue, deadline).as_bytes(),
     ) {
-        return Err(Denied::Invalid);
+        return Err(Refusal::TokenInvalid);
     }
     if deadline <= now {
-        return Err(Denied::Expired);
+        return Err(Refusal::TokenExpired);
     }
     Ok(())
 }
@@ -149,7 +131,7 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::parse_head;
+    use crate::http::head::parse_head;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -228,7 +210,7 @@ mod tests {
         );
         assert_eq!(
             check(key, "q", &head("/?id=q", None), 1000),
-            Err(Denied::Missing)
+            Err(Refusal::TokenMissing)
         );
         assert_eq!(
             check(
@@ -237,7 +219,7 @@ mod tests {
                 &head(&format!("/?id=q&expires=2000&token={good}"), None),
                 2000
             ),
-            Err(Denied::Expired)
+            Err(Refusal::TokenExpired)
         );
         assert_eq!(
             check(
@@ -246,7 +228,7 @@ mod tests {
                 &head(&format!("/?expires=2000&token={good}"), None),
                 1000
             ),
-            Err(Denied::Invalid)
+            Err(Refusal::TokenInvalid)
         );
         assert_eq!(
             check(
@@ -255,7 +237,7 @@ mod tests {
                 &head(&format!("/?expires=2001&token={good}"), None),
                 1000
             ),
-            Err(Denied::Invalid)
+            Err(Refusal::TokenInvalid)
         );
         assert_eq!(
             check(
@@ -264,11 +246,11 @@ mod tests {
                 &head(&format!("/?expires=2000&token={good}"), None),
                 1000
             ),
-            Err(Denied::Invalid)
+            Err(Refusal::TokenInvalid)
         );
         assert_eq!(
             check(key, "q", &head("/?expires=soon&token=00", None), 1000),
-            Err(Denied::Invalid)
+            Err(Refusal::TokenInvalid)
         );
     }
 }

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A UTC civil time, split into its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Civil {
+pub struct UtcTime {
     pub year: i64,
     pub month: u32,
     pub day: u32,
@@ -16,15 +16,15 @@ pub struct Civil {
     pub weekday: u32,
 }
 
-impl Civil {
-    pub fn now() -> Civil {
+impl UtcTime {
+    pub fn now() -> UtcTime {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        Civil::from_unix(since.as_secs() as i64, since.subsec_micros())
+        UtcTime::from_unix(since.as_secs() as i64, since.subsec_micros())
     }
 
-    pub fn from_unix(secs: i64, micros: u32) -> Civil {
+    pub fn from_unix(secs: i64, micros: u32) -> UtcTime {
         let days = secs.div_euclid(86_400);
         let of_day = secs.rem_euclid(86_400) as u32;
         // Howard Hinnant's days-to-civil algorithm.
@@ -37,7 +37,7 @@ impl Civil {
         let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
         let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
         let year = yoe + era * 400 + i64::from(month <= 2);
-        Civil {
+        UtcTime {
             year,
             month,
             day,
@@ -83,14 +83,14 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(
-            Civil::from_unix(0, 0).http_date(),
+            UtcTime::from_unix(0, 0).http_date(),
             "Thu, 01 Jan 1970 00:00:00 GMT"
         );
-        let t = Civil::from_unix(1_795_347_235, 42);
+        let t = UtcTime::from_unix(1_795_347_235, 42);
         assert_eq!(t.http_date(), "Sun, 22 Nov 2026 11:33:55 GMT");
         assert_eq!(t.log_stamp(), "2026/11/22 11:33:55.000042");
         assert_eq!(
-            Civil::from_unix(951_782_400, 0).http_date(),
+            UtcTime::from_unix(951_782_400, 0).http_date(),
             "Tue, 29 Feb 2000 00:00:00 GMT"
         );
     }

@@ -1,14 +1,14 @@
 //! Log lines as the original writes them: `[PID] 2026/11/22 11:33:55.123456 LEVEL message`,
 //! to stderr. The level comes from `--log-level`, else `RUST_LOG`, else info.
 
-use crate::clock::Civil;
+use crate::clock::UtcTime;
 use std::io::Write;
 
 pub fn init(level: Option<&str>) {
     // The libraries' own chatter stays out unless asked for.
-    let default = "info,amiquip=warn,tiny_http=warn";
+    let default = "info,amiquip=warn";
     let filter = match level {
-        Some(level) => format!("{level},amiquip=warn,tiny_http=warn"),
+        Some(level) => format!("{level},amiquip=warn"),
         None => std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string()),
     };
     let pid = std::process::id();
@@ -18,7 +18,7 @@ pub fn init(level: Option<&str>) {
             writeln!(
                 out,
                 "[{pid}] {} {:<5} {}",
-                Civil::now().log_stamp(),
+                UtcTime::now().log_stamp(),
                 record.level(),
                 record.args()
             )

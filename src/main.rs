@@ -1,41 +1,8 @@
 //! eventsourced: pushes RabbitMQ messages to browsers as Server-Sent Events.
-//! `main` only wires things up; every module says what it does.
+//! `main` only wires things up: the library's modules say what they do.
 
-mod amqp_url;
-mod auth;
-mod broker;
-mod cli;
-mod clock;
-mod config;
-mod event_id;
-mod http;
-mod logging;
-mod metrics;
-mod pattern;
-#[cfg(test)]
-mod properties;
-mod publish;
-mod queue;
-mod random;
-mod reception;
-mod registry;
-mod response;
-mod server;
-mod signals;
-mod sse;
-mod stream;
-
+use eventsourced::{auth, cli, config, logging, publish, server, signals, VERSION};
 use std::process::ExitCode;
-
-const VERSION: &str = concat!(
-    "eventsourced ",
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("EVENTSOURCED_COMMIT"),
-    ", ",
-    env!("EVENTSOURCED_TARGET"),
-    ")"
-);
 
 fn main() -> ExitCode {
     let args: cli::Args = argh::from_env();

@@ -1,6 +1,7 @@
 //! Counters shared by the server, and their two renderings: `/debug/vars` (the original's expvar
 //! layout under the key `eventsourced`) and `/metrics` (Prometheus text).
 
+use crate::refusal::Refusal;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ pub struct Metrics {
     /// Synchronous calls to the broker in flight (a count that stays up means a silent broker).
     pub broker_calls: AtomicUsize,
     /// Streams consuming from a queue right now.
-    pub consumers: AtomicUsize,
+    pub consumers: Gauge,
     /// Deliveries written to clients since start.
     pub deliveries: AtomicU64,
     /// Stream requests refused because every worker was busy, since start.
@@ -26,13 +27,62 @@ pub struct Metrics {
     pub bytes_written: AtomicU64,
     /// Worker threads: the pool's bound, those alive, those serving a request.
     pub workers_limit: AtomicUsize,
-    pub workers_live: AtomicUsize,
-    pub workers_busy: AtomicUsize,
+    pub workers_live: Gauge,
+    pub workers_busy: Gauge,
     /// Set by SIGTERM with `server.drain`: not ready, new streams refused.
     pub draining: AtomicBool,
     /// Refusals by reason, since start.
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     per_second: Mutex<SecondWindow>,
+}
+
+/// A count of things alive right now, kept by guards: `count` adds one, and dropping the guard
+/// takes it away again, whatever path the counted thing leaves by.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicUsize);
+
+/// One counted thing; dropping it uncounts it.
+#[must_use = "the count drops when the guard does"]
+pub struct Counted<'a>(&'a Gauge);
+
+impl Gauge {
+    pub fn count(&self) -> Counted<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        Counted(self)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire) as u64
+    }
+}
+
+/// A counted thing that moves to another thread with its count.
+#[must_use = "the count drops when the guard does"]
+pub struct OwnedCount {
+    metrics: std::sync::Arc<Metrics>,
+    gauge: fn(&Metrics) -> &Gauge,
+}
+
+impl OwnedCount {
+    pub fn new(metrics: &std::sync::Arc<Metrics>, gauge: fn(&Metrics) -> &Gauge) -> OwnedCount {
+        gauge(metrics).0.fetch_add(1, Ordering::AcqRel);
+        OwnedCount {
+            metrics: std::sync::Arc::clone(metrics),
+            gauge,
+        }
+    }
+}
+
+impl Drop for OwnedCount {
+    fn drop(&mut self) {
+        (self.gauge)(&self.metrics).0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Deliveries counted per whole second since start: the one being filled and the one before.
@@ -72,14 +122,14 @@ impl Default for Metrics {
             started: Instant::now(),
             broker_connections: AtomicUsize::new(0),
             broker_calls: AtomicUsize::new(0),
-            consumers: AtomicUsize::new(0),
+            consumers: Gauge::default(),
             deliveries: AtomicU64::new(0),
             refusals_busy: AtomicU64::new(0),
             acks: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             workers_limit: AtomicUsize::new(0),
-            workers_live: AtomicUsize::new(0),
-            workers_busy: AtomicUsize::new(0),
+            workers_live: Gauge::default(),
+            workers_busy: Gauge::default(),
             draining: AtomicBool::new(false),
             refusals: Mutex::new(BTreeMap::new()),
             per_second: Mutex::new(SecondWindow::default()),
@@ -96,30 +146,10 @@ impl Metrics {
         }
     }
 
-    /// Counts a refusal under its reason; broker errors, whose texts vary, count as one.
-    pub fn refused(&self, reason: &str) {
-        const KNOWN: &[&str] = &[
-            "request parameter(s) missing",
-            "invalid queue name",
-            "server: max consumers exceeded",
-            "server: too many streams",
-            "server: draining",
-            "broker: no connection available",
-            "auth: token missing",
-            "auth: token expired",
-            "auth: token invalid",
-            "request head too large",
-            "request not received in time",
-        ];
-        let label = KNOWN.iter().find(|k| **k == reason).copied().unwrap_or(
-            if reason.starts_with("broker") {
-                "broker error"
-            } else {
-                "bad request"
-            },
-        );
+    /// Counts a refusal under its label.
+    pub fn refused(&self, refusal: Refusal) {
         if let Ok(mut refusals) = self.refusals.lock() {
-            *refusals.entry(label).or_default() += 1;
+            *refusals.entry(refusal.label()).or_default() += 1;
         }
     }
 
@@ -138,7 +168,7 @@ impl Metrics {
             "eventsourced_streams_open",
             "gauge",
             "Streams open now.",
-            &plain(load(&self.consumers)),
+            &plain(self.consumers.get()),
         );
         metric(
             "eventsourced_deliveries_total",
@@ -187,8 +217,8 @@ impl Metrics {
         );
         let workers = vec![
             ("{state=\"limit\"}".to_string(), load(&self.workers_limit)),
-            ("{state=\"live\"}".to_string(), load(&self.workers_live)),
-            ("{state=\"busy\"}".to_string(), load(&self.workers_busy)),
+            ("{state=\"live\"}".to_string(), self.workers_live.get()),
+            ("{state=\"busy\"}".to_string(), self.workers_busy.get()),
         ];
         metric(
             "eventsourced_workers",
@@ -233,7 +263,7 @@ impl Metrics {
             "{{\n\"cmdline\": [{}],\n\"eventsourced\": {{\"Broker\": {}, \"Consumer\": {}, \"Delivery\": {}, \"Threads\": {}, \"Uptime\": {}, \"Busy\": {}}}\n}}\n",
             cmdline.join(", "),
             self.broker_connections.load(Ordering::Relaxed),
-            self.consumers.load(Ordering::Relaxed),
+            self.consumers.get(),
             self.deliveries_last_second(),
             process_threads(),
             self.started.elapsed().as_nanos(),
@@ -303,16 +333,16 @@ mod tests {
     #[test]
     fn prometheus_text_has_every_family_and_counts_refusals() {
         let metrics = Metrics::default();
-        metrics.refused("invalid queue name");
-        metrics.refused("invalid queue name");
-        metrics.refused("broker: PRECONDITION_FAILED something");
+        metrics.refused(Refusal::InvalidQueueName);
+        metrics.refused(Refusal::InvalidQueueName);
+        metrics.refused(Refusal::BrokerFailed);
         let text = metrics.prometheus_text();
         assert!(
             text.contains("eventsourced_refusals_total{reason=\"invalid queue name\"} 2\n"),
             "{text}"
         );
         assert!(
-            text.contains("eventsourced_refusals_total{reason=\"broker error\"} 1\n"),
+            text.contains("eventsourced_refusals_total{reason=\"broker: request failed\"} 1\n"),
             "{text}"
         );
         for family in [

@@ -1,10 +1,10 @@
 //! `eventsourced publish QUEUE [MESSAGE]`: a message into a client's queue, confirmed by the
 //! broker before the command returns, for demos and scripts.
 
-use crate::amqp_url::BrokerUrl;
+use crate::amqp::queue;
+use crate::amqp::BrokerUrl;
 use crate::cli::PublishArgs;
 use crate::config::Config;
-use crate::queue;
 use amiquip::{AmqpProperties, ConnectionTuning, Publish};
 use std::fmt;
 use std::io::Read;
@@ -49,12 +49,11 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         message: url.scrub(&e.to_string()),
     };
     let mut connection =
-        crate::broker::connect(url, config.broker.heartbeat, ConnectionTuning::default()).map_err(
-            |message| PublishError::Amqp {
+        crate::amqp::broker::connect(url, config.broker.heartbeat, ConnectionTuning::default())
+            .map_err(|message| PublishError::Amqp {
                 broker: url.to_string(),
                 message,
-            },
-        )?;
+            })?;
     let channel = connection.open_channel(None).map_err(amqp)?;
     queue::declare(
         &channel,

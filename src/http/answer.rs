@@ -1,10 +1,10 @@
-//! What the server answers: the short answers (204, 405, 503 with a reason, JSON) and the head
-//! of an event stream. Headers are rendered once at start.
+//! What the server answers: the short answers (204, 405, refusals, documents) and the head of an
+//! event stream. Headers are rendered once at start.
 
-use crate::clock::Civil;
-use crate::config::HeaderConfig;
-use crate::http;
+use crate::clock::UtcTime;
+use crate::http::head::{self, RequestHead};
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use log::warn;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
@@ -16,31 +16,24 @@ pub struct Client {
     pub peer: SocketAddr,
 }
 
-pub struct Answers {
+pub struct Responder {
     metrics: Arc<Metrics>,
     cors: Vec<(String, String)>,
     /// The stream's status line and headers, without `Date` and the final empty line.
     stream_head: Vec<u8>,
 }
 
-/// Why a request was turned down.
-pub struct Refusal<'a> {
-    pub reason: &'a str,
-    /// Seconds after which trying again makes sense (`Retry-After`), for passing conditions.
-    pub retry_after: Option<u32>,
-}
-
-impl Answers {
-    pub fn new(headers: &HeaderConfig, metrics: Arc<Metrics>) -> Answers {
-        let cors = headers
-            .cors
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+impl Responder {
+    /// `cors` goes on every answer; `sse` and `cors` together on an event stream's head.
+    pub fn new(
+        cors: &BTreeMap<String, String>,
+        sse: &BTreeMap<String, String>,
+        metrics: Arc<Metrics>,
+    ) -> Responder {
         // SSE headers first, then CORS, as the original sets them: CORS wins a name both have.
         let mut merged: BTreeMap<&str, &str> = BTreeMap::new();
-        merged.extend(headers.sse.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        merged.extend(headers.cors.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        merged.extend(sse.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        merged.extend(cors.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut stream_head = b"HTTP/1.1 200 OK\r\n".to_vec();
         for (name, value) in merged {
             // The body ends when the connection closes, as Go's server does for
@@ -54,9 +47,9 @@ impl Answers {
             stream_head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
         }
         stream_head.extend_from_slice(b"Connection: close\r\n");
-        Answers {
+        Responder {
             metrics,
-            cors,
+            cors: cors.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             stream_head,
         }
     }
@@ -64,7 +57,7 @@ impl Answers {
     /// The bytes that open an event stream.
     pub fn stream_head(&self) -> Vec<u8> {
         let mut head = self.stream_head.clone();
-        head.extend_from_slice(format!("Date: {}\r\n\r\n", Civil::now().http_date()).as_bytes());
+        head.extend_from_slice(format!("Date: {}\r\n\r\n", UtcTime::now().http_date()).as_bytes());
         head
     }
 
@@ -75,7 +68,7 @@ impl Answers {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         headers.extend_from_slice(extra);
-        http::send_and_close(&mut client.socket, &http::answer(status, &headers, body));
+        head::send_and_close(&mut client.socket, &head::answer(status, &headers, body));
     }
 
     /// 204 to a CORS preflight.
@@ -88,30 +81,29 @@ impl Answers {
         self.send(client, 405, &[], b"");
     }
 
-    /// A refusal with its status and `X-Status-Reason`, logged: the one place a refusal is
-    /// answered.
-    pub fn refuse(&self, client: &mut Client, what: &str, status: u16, refusal: &Refusal<'_>) {
-        warn!("refused {what} from {}: {}", client.peer, refusal.reason);
-        self.metrics.refused(refusal.reason);
-        let retry = refusal.retry_after.map(|s| s.to_string());
-        let mut extra = vec![("X-Status-Reason", refusal.reason)];
+    /// The one place a refusal is answered, logged and counted: its status with
+    /// `X-Status-Reason` (and `Retry-After` when the condition passes).
+    pub fn refuse(&self, client: &mut Client, request: Option<&RequestHead>, refusal: Refusal) {
+        let what = request.map_or_else(
+            || "a request".to_string(),
+            |head| format!("{} {}", head.method, head.target),
+        );
+        warn!("refused {what} from {}: {refusal}", client.peer);
+        self.metrics.refused(refusal);
+        let retry = refusal.retry_after().map(|s| s.to_string());
+        let mut extra = vec![("X-Status-Reason", refusal.reason())];
         if let Some(seconds) = &retry {
             extra.push(("Retry-After", seconds));
         }
-        self.send(client, status, &extra, b"");
+        self.send(client, refusal.status(), &extra, b"");
     }
 
     /// A plain document, such as `/metrics` or `/healthz`.
-    pub fn text(&self, client: &mut Client, status: u16, content_type: &str, body: &str) {
+    pub fn document(&self, client: &mut Client, status: u16, content_type: &str, body: &str) {
         let ct = [("Content-Type", content_type)];
-        http::send_and_close(
+        head::send_and_close(
             &mut client.socket,
-            &http::answer(status, &ct, body.as_bytes()),
+            &head::answer(status, &ct, body.as_bytes()),
         );
-    }
-
-    /// 200 with a JSON document.
-    pub fn json(&self, client: &mut Client, body: &str) {
-        self.text(client, 200, "application/json; charset=utf-8", body);
     }
 }

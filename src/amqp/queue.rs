@@ -2,9 +2,18 @@
 //! `eventsourced publish`) are accepted by the other: durable, not exclusive, not auto-delete,
 //! `x-expires` as a signed 32-bit integer of milliseconds, plus the configured arguments.
 
-use crate::config::Argument;
 use amiquip::{AmqpValue, Channel, FieldTable, QueueDeclareOptions};
 use std::collections::BTreeMap;
+
+/// A queue argument (`queue.arguments`): what AMQP field tables and YAML scalars have in common.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Argument {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
 
 /// The declaration's arguments: `queue.arguments`, then our `x-expires` (which wins).
 pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> FieldTable {

@@ -3,9 +3,11 @@
 //!
 //! Every check runs while a file is read, so a refusal names the file, the key and the line.
 
-use crate::amqp_url::BrokerUrl;
-use crate::pattern::Pattern;
-use crate::registry::Conflict;
+pub use crate::amqp::queue::Argument;
+use crate::amqp::BrokerUrl;
+pub use crate::stream::pattern::Binding;
+use crate::stream::pattern::Pattern;
+use crate::stream::registry::Conflict;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,29 +81,6 @@ pub struct QueueConfig {
     pub bind: Vec<Binding>,
     /// Extra arguments of the queue declaration (`x-queue-type`, `x-max-length`, ...).
     pub arguments: BTreeMap<String, Argument>,
-}
-
-/// A binding of the client's queue; both names may use the pattern's placeholders.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Binding {
-    pub exchange: Pattern,
-    #[serde(default = "empty_pattern")]
-    pub routing_key: Pattern,
-}
-
-fn empty_pattern() -> Pattern {
-    Pattern::parse("").expect("an empty pattern is valid")
-}
-
-/// A queue argument: what AMQP field tables and YAML scalars have in common.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Argument {
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Text(String),
 }
 
 #[derive(Debug, Clone, Serialize)]

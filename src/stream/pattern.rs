@@ -3,6 +3,8 @@
 //! Parsed once at start; resolving it against a request is a pure function, so every refusal a
 //! client can provoke is decided here and tested without sockets.
 
+use crate::http::query::{cookie_value, header_value, query_value};
+use crate::refusal::Refusal;
 use std::fmt;
 
 /// A parsed pattern such as `queue-${query:id}-${cookie:sid}`.
@@ -46,39 +48,42 @@ impl fmt::Display for PatternError {
 
 impl std::error::Error for PatternError {}
 
-/// Why a request does not name a queue. The texts are the original's, sent as `X-Status-Reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A placeholder's value is absent or empty.
-    MissingParameter,
-    /// The name is empty, over 255 bytes, reserved (`amq.`), or not clean UTF-8 text.
-    InvalidQueueName,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::MissingParameter => "request parameter(s) missing",
-            Refusal::InvalidQueueName => "invalid queue name",
-        }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason())
-    }
+/// A binding of the client's queue (`queue.bind`); both names may use the placeholders.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub exchange: Pattern,
+    #[serde(default = "Pattern::empty")]
+    pub routing_key: Pattern,
 }
 
 /// What the pattern may read from a request.
+#[derive(Clone, Copy)]
 pub struct RequestParts<'a> {
     /// The raw query string, after `?` and before any `#`.
     pub query: &'a str,
     /// Every request header as (name, value), in the order received.
-    pub headers: &'a [(&'a str, &'a str)],
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> RequestParts<'a> {
+    pub fn of(head: &'a crate::http::RequestHead) -> RequestParts<'a> {
+        RequestParts {
+            query: head.query(),
+            headers: &head.headers,
+        }
+    }
 }
 
 impl Pattern {
+    /// The pattern that names nothing: an empty routing key.
+    pub fn empty() -> Pattern {
+        Pattern {
+            source: String::new(),
+            parts: Vec::new(),
+        }
+    }
+
     pub fn parse(source: &str) -> Result<Pattern, PatternError> {
         // The original drops white space and newlines from the pattern before reading it.
         let compact: String = source.chars().filter(|c| !c.is_whitespace()).collect();
@@ -142,7 +147,9 @@ impl Pattern {
                 Part::Literal(text) => Some(text.as_bytes().to_vec()),
                 Part::Query(key) => query_value(request.query, key),
                 Part::Cookie(key) => cookie_value(request.headers, key),
-                Part::Header(key) => header_value(request.headers, key),
+                Part::Header(key) => {
+                    header_value(request.headers, key).map(|v| v.as_bytes().to_vec())
+                }
             };
             match value {
                 Some(v) if !v.is_empty() => name.extend_from_slice(&v),
@@ -169,78 +176,19 @@ fn validate_queue_name(name: Vec<u8>) -> Result<String, Refusal> {
     Ok(name)
 }
 
-/// The first value of `key` in a query string, decoded as a form value (`+` is a space).
-/// A pair with broken percent-encoding is skipped, as Go's `url.Query()` does.
-pub fn query_value(query: &str, key: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = form_decode(k)?;
-        if k != key.as_bytes() {
-            return None;
-        }
-        form_decode(v)
-    })
-}
-
-/// A query value decoded as HTML forms encode it (`+` is a space); `None` for a broken escape.
-pub fn form_decode(text: &str) -> Option<Vec<u8>> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Some(out)
-}
-
-/// The first cookie named `key` across all `Cookie` headers, with surrounding quotes removed.
-/// A cookie whose value has bytes a cookie may not hold is skipped, as Go's `r.Cookie` does.
-pub fn cookie_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
-    headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, value)| value.split(';'))
-        .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            if name != key {
-                return None;
-            }
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            let valid = value
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b';' | b'\\'));
-            valid.then(|| value.as_bytes().to_vec())
-        })
-}
-
-fn header_value(headers: &[(&str, &str)], key: &str) -> Option<Vec<u8>> {
-    headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(key))
-        .map(|(_, value)| value.trim().as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn resolve(pattern: &str, query: &str, headers: &[(&str, &str)]) -> Result<String, Refusal> {
-        Pattern::parse(pattern)
-            .unwrap()
-            .resolve(&RequestParts { query, headers })
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        Pattern::parse(pattern).unwrap().resolve(&RequestParts {
+            query,
+            headers: &headers,
+        })
     }
 
     #[test]

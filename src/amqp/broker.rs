@@ -2,8 +2,9 @@
 //! re-dials with backoff; streams get channels round-robin over the connections that are up, and
 //! a node whose connections have run out of channels gets another connection.
 
-use crate::amqp_url::BrokerUrl;
+use crate::amqp::url::BrokerUrl;
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use amiquip::{
     Auth, Channel, Connection, ConnectionBlockedNotification, ConnectionOptions, ConnectionTuning,
 };
@@ -42,6 +43,16 @@ impl fmt::Display for BrokerError {
 }
 
 impl std::error::Error for BrokerError {}
+
+impl BrokerError {
+    /// What the client is told: a fixed reason; the detail stays in the log.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            BrokerError::Unavailable => Refusal::BrokerUnavailable,
+            BrokerError::Channel(_) => Refusal::BrokerFailed,
+        }
+    }
+}
 
 /// All broker connections of this server.
 pub struct Broker {

@@ -2,9 +2,9 @@
 //! parser, request -> queue name, and message -> SSE frame. `make test` runs a few thousand cases;
 //! `make fuzz` runs many more (`EVENTSOURCED_PROPERTY_CASES`).
 
-use crate::http;
-use crate::pattern::{Pattern, RequestParts};
-use crate::sse;
+use crate::http::head as http;
+use crate::http::sse;
+use crate::stream::pattern::{Pattern, RequestParts};
 
 fn cases() -> u64 {
     std::env::var("EVENTSOURCED_PROPERTY_CASES")
@@ -129,7 +129,7 @@ fn every_queue_name_a_request_can_produce_is_safe() {
         );
         let cookie = format!("a=b; sid={}; {}", random.text(30), random.text(10));
         let user = random.text(30);
-        let headers = [("Cookie", cookie.as_str()), ("X-User", user.as_str())];
+        let headers = [("Cookie".to_string(), cookie), ("X-User".to_string(), user)];
         for pattern in &patterns {
             let parts = RequestParts {
                 query: &query,

@@ -2,8 +2,8 @@
 //! through mio), so that a client sending its request slowly holds no worker. A complete head
 //! goes to the pool; a head that is late, too large or not HTTP is answered and dropped.
 
-use crate::http::{self, HttpError, RequestHead};
-use crate::response::{Answers, Client, Refusal};
+use crate::http::head::{self, HttpError, RequestHead};
+use crate::http::{Client, Responder};
 use crossbeam_channel::Receiver;
 use log::debug;
 use mio::unix::EventedFd;
@@ -25,12 +25,12 @@ pub struct Request {
 }
 
 /// Hands new connections to the reception thread.
-pub struct Doorbell {
+pub struct Reception {
     connections: crossbeam_channel::Sender<Client>,
     ring: SetReadiness,
 }
 
-impl Doorbell {
+impl Reception {
     /// Queues `client` for reading; false when reception has ended.
     pub fn admit(&self, client: Client) -> bool {
         let sent = self.connections.send(client).is_ok();
@@ -48,9 +48,9 @@ struct Pending {
 /// Starts reading heads; each complete request is passed to `deliver` on the reception thread.
 pub fn start(
     request_timeout: Duration,
-    answers: Arc<Answers>,
+    responder: Arc<Responder>,
     mut deliver: impl FnMut(Request) + Send + 'static,
-) -> std::io::Result<Doorbell> {
+) -> std::io::Result<Reception> {
     let poll = Poll::new()?;
     let (registration, ring) = Registration::new2();
     poll.register(&registration, WAKE, Ready::readable(), PollOpt::edge())?;
@@ -60,16 +60,16 @@ pub fn start(
         .stack_size(256 * 1024)
         .spawn(move || {
             let _keep = registration;
-            run(&poll, &arrivals, request_timeout, &answers, &mut deliver);
+            run(&poll, &arrivals, request_timeout, &responder, &mut deliver);
         })?;
-    Ok(Doorbell { connections, ring })
+    Ok(Reception { connections, ring })
 }
 
 fn run(
     poll: &Poll,
     arrivals: &Receiver<Client>,
     request_timeout: Duration,
-    answers: &Answers,
+    responder: &Responder,
     deliver: &mut dyn FnMut(Request),
 ) {
     let mut pending: HashMap<Token, Pending> = HashMap::new();
@@ -113,7 +113,7 @@ fn run(
                 }
                 Err(e) => {
                     let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
-                    turn_away(waiting.client, &e, answers);
+                    turn_away(waiting.client, &e, responder);
                 }
             }
         }
@@ -164,7 +164,7 @@ fn run(
         for token in late {
             if let Some(waiting) = pending.remove(&token) {
                 let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
-                turn_away(waiting.client, &HttpError::Timeout, answers);
+                turn_away(waiting.client, &HttpError::Timeout, responder);
             }
         }
         if !open {
@@ -182,7 +182,7 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
             Ok(0) => return Err(HttpError::Closed),
             Ok(n) => {
                 waiting.buffer.extend_from_slice(&chunk[..n]);
-                if let Some(head) = http::parse_head(&waiting.buffer)? {
+                if let Some(head) = head::parse_head(&waiting.buffer)? {
                     return Ok(Some(head));
                 }
             }
@@ -193,18 +193,14 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
     }
 }
 
-fn turn_away(mut client: Client, error: &HttpError, answers: &Answers) {
-    match error.answer() {
-        Some((status, reason)) => {
+fn turn_away(mut client: Client, error: &HttpError, responder: &Responder) {
+    match error.refusal() {
+        Some(refusal) => {
             let _ = client.socket.set_nonblocking(false);
             let _ = client
                 .socket
                 .set_write_timeout(Some(Duration::from_secs(1)));
-            let refusal = Refusal {
-                reason,
-                retry_after: None,
-            };
-            answers.refuse(&mut client, "a request", status, &refusal);
+            responder.refuse(&mut client, None, refusal);
         }
         None => debug!("{}: {error}", client.peer),
     }

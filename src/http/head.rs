@@ -1,10 +1,12 @@
-//! The little HTTP/1.1 this server speaks: read one request head from a socket we own (bounded
-//! in size and time), and write short answers that close the connection.
+//! Request heads (bounded in size; the reception thread bounds them in time) and the short
+//! answers that close the connection.
 //!
 //! Owning the socket is what lets a stream end visibly (the client sees EOF), lets us set
 //! timeouts and check whether the peer has gone, and keeps one thread per client.
 
-use crate::clock::Civil;
+use crate::clock::UtcTime;
+use crate::http::query;
+use crate::refusal::Refusal;
 use std::fmt;
 use std::io::Write;
 use std::net::TcpStream;
@@ -34,20 +36,21 @@ impl RequestHead {
             .map_or("", |(_, q)| q.split('#').next().unwrap_or(""))
     }
 
-    /// Every header as (name, value), for the queue-name pattern.
-    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
-        self.headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect()
-    }
-
     /// The first value of header `name`, of any case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        query::header_value(&self.headers, name)
+    }
+
+    /// The last event the client has: the `Last-Event-ID` header browsers send on reconnect, or
+    /// the `lastEventId` query parameter EventSource polyfills send instead.
+    pub fn last_event_id(&self) -> Option<String> {
+        let from_query = || {
+            query::query_value(self.query(), "lastEventId").and_then(|v| String::from_utf8(v).ok())
+        };
+        self.header("Last-Event-ID")
+            .map(str::to_string)
+            .or_else(from_query)
+            .filter(|id| !id.is_empty())
     }
 }
 
@@ -66,12 +69,12 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// Status and reason to answer with; `None` when nobody is listening.
-    pub fn answer(&self) -> Option<(u16, &'static str)> {
+    /// The refusal to answer with; `None` when nobody is listening.
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            HttpError::TooLarge => Some((431, "request head too large")),
-            HttpError::Malformed(why) => Some((400, why)),
-            HttpError::Timeout => Some((408, "request not received in time")),
+            HttpError::TooLarge => Some(Refusal::HeadTooLarge),
+            HttpError::Malformed(why) => Some(Refusal::Malformed(why)),
+            HttpError::Timeout => Some(Refusal::HeadTimeout),
             HttpError::Closed | HttpError::Io(_) => None,
         }
     }
@@ -185,7 +188,7 @@ pub fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(
         format!(
             "Date: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            Civil::now().http_date(),
+            UtcTime::now().http_date(),
             body.len()
         )
         .as_bytes(),

@@ -1,48 +1,44 @@
-//! One client's session: claim the queue, declare it, consume it exclusively, and write each
-//! delivery as an SSE frame. A written delivery is acked only once the client's TCP has
-//! acknowledged its bytes and `replay_window` newer deliveries have reached the client too:
-//! frames lost in our send queue (a partition, a stalled client) are never acked, and the window
-//! covers what may die unread beyond the client's kernel (its socket buffer, a proxy). Unacked deliveries
-//! return to the queue when the stream ends; on the next connection those up to the client's
-//! `Last-Event-ID` are acked without being sent again.
+//! One client's session: claim the queue, declare it, consume it exclusively, write each
+//! delivery as an SSE frame, and hold what was written in the ack window until the client can
+//! be taken to have it (see `window`). Held deliveries return to the queue when the stream
+//! ends; the next connection skips those up to the client's `Last-Event-ID` (see `resume`).
 
-use crate::broker::Broker;
-use crate::config::Binding;
-use crate::event_id;
-use crate::http::RequestHead;
+use crate::amqp::{queue, Broker};
+use crate::http::sse;
+use crate::http::{Client, RequestHead, Responder};
 use crate::metrics::Metrics;
-use crate::pattern::RequestParts;
-use crate::queue;
-use crate::registry::{Conflict, Registry};
-use crate::response::{Answers, Client, Refusal};
-use crate::sse;
+use crate::refusal::Refusal;
+use crate::stream::event_id;
+use crate::stream::pattern::{Binding, RequestParts};
+use crate::stream::registry::{Conflict, Registry};
+use crate::stream::resume;
+use crate::stream::window::{AckWindow, Bounds, Release};
+use crate::sys;
 use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, FieldTable};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError};
-use log::{debug, info};
-use std::collections::VecDeque;
+use log::{debug, info, warn};
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The text the original sends when a queue already has a consumer.
-pub const REASON_TAKEN: &str = "server: max consumers exceeded";
 /// How long a takeover waits for the old stream to hand its queue back.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
 /// after fresh messages are still sent first.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
-/// How often written deliveries beyond the window are checked for the client's TCP ack.
+/// How often a window waiting on the client's TCP is looked at again.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
+/// The longest idle wait: a stream without keep-alives and nothing held.
+const FOREVER: Duration = Duration::from_secs(86_400 * 365);
 
 /// What every stream shares.
 pub struct StreamContext {
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
-    pub answers: Arc<Answers>,
+    pub responder: Arc<Responder>,
     pub settings: StreamSettings,
     /// Never sent on; disconnects when the server shuts down.
     pub shutdown: Receiver<()>,
@@ -58,9 +54,10 @@ pub struct StreamSettings {
     /// Milliseconds sent as `retry:` at stream start (0: none), moved by `retry_jitter` percent.
     pub retry: u32,
     pub retry_jitter: u8,
+    /// Deliveries the broker may have in flight to a stream beyond what the window holds.
     pub prefetch: u16,
-    /// Written deliveries kept unacked until this many newer ones have been written.
-    pub replay_window: u16,
+    /// What the ack window holds at most.
+    pub window: Bounds,
     /// Whether frames carry `id:` fields.
     pub event_ids: bool,
     pub conflict: Conflict,
@@ -70,8 +67,9 @@ pub struct StreamSettings {
 
 impl StreamSettings {
     /// Deliveries the broker may have unacked on one stream: the window plus the flow.
-    fn qos(&self) -> u16 {
-        self.prefetch.saturating_add(self.replay_window)
+    pub fn qos(&self) -> u16 {
+        let held = u16::try_from(self.window.messages).unwrap_or(u16::MAX);
+        self.prefetch.saturating_add(held)
     }
 }
 
@@ -98,33 +96,32 @@ impl std::fmt::Display for End {
 
 /// Serves `client` as the stream of `queue` until the client, the broker or the server ends it.
 pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &StreamContext) {
-    let what = format!("GET {}", head.target);
-    let mut refuse = |reason: &str, retry_after: Option<u32>| {
-        let refusal = Refusal {
-            reason,
-            retry_after,
-        };
-        context.answers.refuse(&mut client, &what, 503, &refusal);
-    };
     let settings = &context.settings;
+    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(head), refusal);
     let Some(claim) = context
         .registry
         .claim(queue, settings.conflict, TAKEOVER_WAIT)
     else {
-        return refuse(REASON_TAKEN, None);
+        return refuse(match settings.conflict {
+            Conflict::Reject => Refusal::QueueTaken,
+            Conflict::Takeover => Refusal::QueueHeld,
+        });
     };
     let lease = match context.broker.open_channel() {
         Ok(lease) => lease,
-        Err(e) => return refuse(&e.to_string(), Some(1)),
+        Err(e) => {
+            warn!("stream {queue:?}: {e}");
+            return refuse(e.refusal());
+        }
     };
     let channel = lease.channel;
     // Counted as calls in flight: a broker that stops answering marks its connection stalled,
     // and further requests go elsewhere or are refused at once instead of waiting here too.
-    if let Err(e) = lease
+    if let Err(refusal) = lease
         .calls
         .during(|| declare(&channel, queue, head, settings))
     {
-        return refuse(&e, None);
+        return refuse(refusal);
     }
     let options = ConsumerOptions {
         exclusive: true,
@@ -134,14 +131,20 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         Ok(consumer) => consumer,
         // ACCESS_REFUSED: a consumer elsewhere (another server) holds the queue.
         Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {
-            return refuse(REASON_TAKEN, Some(1))
+            return refuse(match settings.conflict {
+                Conflict::Reject => Refusal::QueueTaken,
+                Conflict::Takeover => Refusal::QueueHeld,
+            })
         }
-        Err(e) => return refuse(&format!("broker: {e}"), None),
+        Err(e) => {
+            warn!("stream {queue:?}: consuming failed: {e}");
+            return refuse(Refusal::BrokerFailed);
+        }
     };
 
     let peer = client.peer;
     let started = Instant::now();
-    let last_event_id = settings.event_ids.then(|| last_event_id(head)).flatten();
+    let last_event_id = settings.event_ids.then(|| head.last_event_id()).flatten();
     info!(
         "stream {queue:?} opened for {peer} on broker {}{}",
         lease.broker,
@@ -150,19 +153,18 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
             .map(|id| format!(", resuming after {id:?}"))
             .unwrap_or_default()
     );
-    context.metrics.consumers.fetch_add(1, Ordering::Relaxed);
+    let _open = context.metrics.consumers.count();
     let mut session = Session {
         socket: &mut client.socket,
         consumer: &consumer,
         context,
-        window: VecDeque::new(),
+        window: AckWindow::new(settings.window),
         written: 0,
         out: Vec::new(),
         delivered: 0,
     };
     let end = session.run(last_event_id.as_deref(), &claim.stop);
     let delivered = session.delivered;
-    context.metrics.consumers.fetch_sub(1, Ordering::Relaxed);
     // amiquip's I/O thread, on cancel-ok, first wakes the cancelling `Consumer::drop` and only
     // then tells the consumer's receiver; if that receiver is gone by then, it treats this as
     // fatal and closes the whole connection, ending every stream on it. A clone of the receiver
@@ -190,52 +192,30 @@ fn declare(
     name: &str,
     head: &RequestHead,
     settings: &StreamSettings,
-) -> Result<(), String> {
-    let broker = |e: amiquip::Error| format!("broker: {e}");
-    queue::declare(channel, name, &settings.arguments).map_err(broker)?;
-    let headers = head.header_pairs();
-    let parts = RequestParts {
-        query: head.query(),
-        headers: &headers,
+) -> Result<(), Refusal> {
+    let broker = |what: &str, e: amiquip::Error| {
+        warn!("queue {name:?}: {what} failed: {e}");
+        Refusal::BrokerFailed
     };
+    queue::declare(channel, name, &settings.arguments).map_err(|e| broker("declaring", e))?;
+    let parts = RequestParts::of(head);
     for binding in &settings.bind {
-        let exchange = binding
-            .exchange
-            .resolve_text(&parts)
-            .map_err(|r| r.reason().to_string())?;
-        let key = binding
-            .routing_key
-            .resolve_text(&parts)
-            .map_err(|r| r.reason().to_string())?;
+        let exchange = binding.exchange.resolve_text(&parts)?;
+        let key = binding.routing_key.resolve_text(&parts)?;
         channel
             .queue_bind(name, exchange, key, FieldTable::default())
-            .map_err(broker)?;
+            .map_err(|e| broker("binding", e))?;
     }
-    channel.qos(0, settings.qos(), false).map_err(broker)
-}
-
-/// The last event the client has: the `Last-Event-ID` header browsers send on reconnect, or
-/// the `lastEventId` query parameter EventSource polyfills send instead.
-fn last_event_id(head: &RequestHead) -> Option<String> {
-    let from_query = || {
-        head.query().split('&').find_map(|pair| {
-            let value = pair.strip_prefix("lastEventId=")?;
-            crate::pattern::form_decode(value).and_then(|v| String::from_utf8(v).ok())
-        })
-    };
-    head.header("Last-Event-ID")
-        .map(str::to_string)
-        .or_else(from_query)
-        .filter(|id| !id.is_empty())
+    channel
+        .qos(0, settings.qos(), false)
+        .map_err(|e| broker("setting the prefetch", e))
 }
 
 struct Session<'a> {
     socket: &'a mut TcpStream,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
-    /// Written, unacked deliveries (bodies dropped) with the stream offset their frame ends
-    /// at, oldest first.
-    window: VecDeque<(Delivery, u64)>,
+    window: AckWindow<Delivery>,
     /// Bytes written to the socket since the stream began.
     written: u64,
     out: Vec<u8>,
@@ -244,7 +224,7 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn run(&mut self, last_event_id: Option<&str>, taken_over: &Receiver<()>) -> End {
-        let mut head = self.context.answers.stream_head();
+        let mut head = self.context.responder.stream_head();
         head.extend_from_slice(sse::BANNER);
         let settings = &self.context.settings;
         if settings.retry > 0 {
@@ -267,18 +247,10 @@ impl Session<'_> {
         }
         let deliveries = self.consumer.receiver();
         let batch_limit = usize::from(self.context.settings.prefetch);
-        // Without keep-alives the idle wait is simply very long.
-        let keepalive =
-            (self.context.settings.keepalive).unwrap_or(Duration::from_secs(86_400 * 365));
+        let keepalive = self.context.settings.keepalive.unwrap_or(FOREVER);
         let mut last_write = Instant::now();
         loop {
-            // While written deliveries wait for the client's TCP to acknowledge them, look again
-            // soon: they hold places in the broker's prefetch window.
-            let idle = if self.unsettled() {
-                SETTLE_INTERVAL
-            } else {
-                keepalive.saturating_sub(last_write.elapsed())
-            };
+            let idle = self.idle_wait(keepalive.saturating_sub(last_write.elapsed()));
             let first = select! {
                 recv(deliveries) -> message => message,
                 recv(self.context.shutdown) -> _ => return End::Shutdown,
@@ -323,19 +295,30 @@ impl Session<'_> {
         }
     }
 
-    /// A resuming stream's first batch: what the broker sends in the first moments, with
-    /// redeliveries (the previous stream's unacked tail, older) before fresh messages, and
-    /// without those up to and including `last`, which are acked unsent. Redeliveries can arrive
-    /// after fresh ones: another server's stream ends by cancelling its consumer and only then
-    /// closing its channel, which is what hands its unacked messages back.
+    /// How long to wait for the next delivery: until the next keep-alive is due, the oldest
+    /// held delivery ages out, or, while the window waits on the client's TCP, a short while.
+    fn idle_wait(&self, until_keepalive: Duration) -> Duration {
+        let now = Instant::now();
+        if self.window.waiting_on_client_tcp(self.received(), now) {
+            return SETTLE_INTERVAL;
+        }
+        let until_expiry = self
+            .window
+            .next_expiry()
+            .map_or(FOREVER, |at| at.saturating_duration_since(now));
+        until_keepalive.min(until_expiry)
+    }
+
+    /// A resuming stream's first batch: what the broker sends in the first moments, planned by
+    /// `resume::plan`; what the client already has is acked unsent.
     fn resume_after(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
         let limit = usize::from(self.context.settings.qos());
         let deadline = Instant::now() + RESUME_WAIT;
-        let mut taken = Vec::new();
-        while taken.len() < limit {
+        let mut gathered = Vec::new();
+        while gathered.len() < limit {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.consumer.receiver().recv_timeout(left) {
-                Ok(ConsumerMessage::Delivery(delivery)) => taken.push(delivery),
+                Ok(ConsumerMessage::Delivery(delivery)) => gathered.push(delivery),
                 Ok(other) => return Err(ended_by(other)),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -343,29 +326,30 @@ impl Session<'_> {
                 }
             }
         }
-        let (mut replayed, fresh): (Vec<Delivery>, Vec<Delivery>) =
-            taken.into_iter().partition(|d| d.redelivered);
-        let known = replayed
-            .iter()
-            .position(|d| event_id::of(&d.body, &d.properties) == last);
-        if let Some(position) = known {
-            // One by one: fresh deliveries with lower tags may be among the unsent.
-            for delivery in replayed.drain(..=position) {
-                self.consumer
-                    .ack(delivery)
-                    .map_err(|e| End::ChannelClosed(e.to_string()))?;
-            }
+        let plan = resume::plan(
+            gathered,
+            |d| d.redelivered,
+            |d| event_id::of(&d.body, &d.properties),
+            last,
+        );
+        let skipped = plan.skip.len();
+        // One by one: fresh deliveries with lower tags may be among the unsent.
+        for delivery in plan.skip {
+            self.consumer
+                .ack(delivery)
+                .map_err(|e| End::ChannelClosed(e.to_string()))?;
+        }
+        if skipped > 0 {
             self.context
                 .metrics
                 .acks
-                .fetch_add(position as u64 + 1, Ordering::Relaxed);
-            debug!("skipped {} messages the client already has", position + 1);
+                .fetch_add(skipped as u64, Ordering::Relaxed);
+            debug!("skipped {skipped} messages the client already has");
         }
-        replayed.extend(fresh);
-        Ok(replayed)
+        Ok(plan.send)
     }
 
-    /// Writes `batch` in one write, then acks what may be acked.
+    /// Writes `batch` in one write, holds it in the window, then acks what may be acked.
     fn write(&mut self, batch: Vec<Delivery>) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
@@ -373,6 +357,7 @@ impl Session<'_> {
         self.out.clear();
         let with_ids = self.context.settings.event_ids;
         let with_types = self.context.settings.event_types;
+        let mut ends = Vec::with_capacity(batch.len());
         for delivery in &batch {
             let id = with_ids.then(|| event_id::of(&delivery.body, &delivery.properties));
             let kind = delivery
@@ -386,68 +371,59 @@ impl Session<'_> {
                 data: &delivery.body,
             };
             sse::push_event(&mut self.out, &event);
+            ends.push(self.out.len() as u64);
         }
         let frames = std::mem::take(&mut self.out);
+        let start = self.written;
         let sent = self.send(&frames);
         self.out = frames;
         sent.map_err(End::ClientGone)?;
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
-        // Every frame of the batch counts as ending with the write: conservative, never early.
-        let end = self.written;
-        self.window.extend(batch.into_iter().map(|mut delivery| {
+        let now = Instant::now();
+        let mut previous = 0;
+        for (mut delivery, end) in batch.into_iter().zip(ends) {
+            // Only the tag is needed from here on.
             delivery.body = Vec::new();
-            (delivery, end)
-        }));
+            delivery.properties = amiquip::AmqpProperties::default();
+            self.window.hold(delivery, start + end, end - previous, now);
+            previous = end;
+        }
         self.settle()
     }
 
-    /// Acks the oldest deliveries whose bytes the client's TCP has acknowledged, all but the
-    /// newest `replay_window` of them: those may still die unread beyond the client's kernel.
+    /// The stream offset up to which the client's TCP has acknowledged our bytes.
+    fn received(&self) -> u64 {
+        self.written
+            .saturating_sub(sys::unacknowledged_bytes(self.socket))
+    }
+
+    /// Acks what the window lets go of.
     fn settle(&mut self) -> Result<(), End> {
         // A client that has closed its side will never read what is still in flight: those
         // deliveries stay unacked and go back to the queue.
-        if peer_closed(self.socket) {
+        if sys::peer_closed(self.socket) {
             return Err(End::ClientGone(closed()));
         }
-        let received = self
-            .written
-            .saturating_sub(unacknowledged_bytes(self.socket));
-        let at_client = self
-            .window
-            .iter()
-            .take_while(|(_, end)| *end <= received)
-            .count();
-        let settled = at_client.saturating_sub(usize::from(self.context.settings.replay_window));
-        if settled == 0 {
-            return Ok(());
+        let released = self.window.release(self.received(), Instant::now());
+        let ack =
+            |result: amiquip::Result<()>| result.map_err(|e| End::ChannelClosed(e.to_string()));
+        let count = released.count() as u64;
+        match released {
+            Release::Nothing => return Ok(()),
+            Release::UpTo { newest, .. } => ack(self.consumer.ack_multiple(newest))?,
+            Release::Each(deliveries) => {
+                for delivery in deliveries {
+                    ack(self.consumer.ack(delivery))?;
+                }
+            }
         }
         self.context
             .metrics
             .acks
-            .fetch_add(settled as u64, Ordering::Relaxed);
-        let done: Vec<Delivery> = self.window.drain(..settled).map(|(d, _)| d).collect();
-        let newest = done.iter().map(Delivery::delivery_tag).max().unwrap_or(0);
-        let ack =
-            |result: amiquip::Result<()>| result.map_err(|e| End::ChannelClosed(e.to_string()));
-        // One ack with `multiple` covers every delivery up to the newest tag, when nothing still
-        // in the window has a lower tag (a resumed stream may send older redeliveries first).
-        if self.window.iter().all(|(d, _)| d.delivery_tag() > newest) {
-            if let Some(delivery) = done.into_iter().max_by_key(Delivery::delivery_tag) {
-                ack(self.consumer.ack_multiple(delivery))?;
-            }
-        } else {
-            for delivery in done {
-                ack(self.consumer.ack(delivery))?;
-            }
-        }
+            .fetch_add(count, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// True while deliveries beyond the window wait for the client's TCP.
-    fn unsettled(&self) -> bool {
-        self.window.len() > usize::from(self.context.settings.replay_window)
     }
 
     fn keepalive(&mut self) -> Result<(), End> {
@@ -466,46 +442,6 @@ impl Session<'_> {
             .bytes_written
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-}
-
-/// True when the client has closed its side or reset the connection. A stream client sends
-/// nothing after its request, so readable means end of stream (or an error).
-fn peer_closed(client: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv into a one-byte buffer we own, on a socket we own; MSG_PEEK leaves any
-    // data in place and MSG_DONTWAIT never blocks.
-    let n = unsafe {
-        libc::recv(
-            client.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => true,
-        n if n > 0 => false,
-        _ => {
-            let error = std::io::Error::last_os_error();
-            !matches!(
-                error.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            )
-        }
-    }
-}
-
-/// Bytes written to `client` that its TCP has not acknowledged yet (sent or not); 0 when the
-/// kernel cannot say, which leaves the count-only window.
-fn unacknowledged_bytes(client: &TcpStream) -> u64 {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ writes one int into `queued`, a live local; the socket is ours.
-    let status = unsafe { libc::ioctl(client.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-    if status == 0 {
-        u64::try_from(queued).unwrap_or(0)
-    } else {
-        0
     }
 }
 

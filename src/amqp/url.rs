@@ -98,8 +98,11 @@ impl BrokerUrl {
                 _ => return Err(UrlError::Option(pair.to_string())),
             }
         }
-        let decode =
-            |text: &str| percent_decode(text).ok_or_else(|| UrlError::Encoding(text.to_string()));
+        let decode = |text: &str| {
+            crate::http::query::percent_decode(text)
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| UrlError::Encoding(text.to_string()))
+        };
         let credentials = match userinfo {
             Some(info) => {
                 let (user, password) = info.split_once(':').unwrap_or((info, "guest"));
@@ -177,23 +180,6 @@ impl BrokerUrl {
 }
 
 /// `%XX` decoding as URLs use it (a `+` stays a `+`); `None` for a broken escape or non-UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         match rest.split_once(']') {

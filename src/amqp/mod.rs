@@ -1,0 +1,8 @@
+//! The broker side: URLs, the connections and their supervisors, queue declarations.
+
+pub mod broker;
+pub mod queue;
+pub mod url;
+
+pub use broker::Broker;
+pub use url::BrokerUrl;

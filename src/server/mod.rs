@@ -1,0 +1,225 @@
+//! The server: one blocking accept loop hands each connection to the reception thread, which
+//! reads its request head and passes the request to a worker of the bounded pool (`pool`); the
+//! worker answers it or serves it as a stream (`routes`).
+
+mod pool;
+mod routes;
+mod settings;
+
+use crate::amqp::Broker;
+use crate::config::Config;
+use crate::http::{reception, Client, Responder};
+use crate::metrics::Metrics;
+use crate::stream::registry::Registry;
+use crate::stream::{StreamContext, StreamSettings};
+use crate::sys;
+use log::{error, info};
+use pool::Pool;
+use routes::Routes;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+/// How long shutdown waits for streams to hand their messages back before closing connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Why the server could not run.
+#[derive(Debug)]
+pub enum ServerError {
+    /// The listening address could not be bound.
+    Bind {
+        address: String,
+        error: std::io::Error,
+    },
+    /// The reception thread could not be started.
+    Reception(std::io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::Bind { address, error } => {
+                write!(f, "cannot listen on {address}: {error}")
+            }
+            ServerError::Reception(e) => write!(f, "cannot start reading requests: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Handle to stop a running server from another thread.
+#[derive(Clone)]
+pub struct Stopper {
+    stopping: Arc<AtomicBool>,
+    /// Where to connect to wake the accept loop.
+    wake: Arc<Mutex<Option<SocketAddr>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Stopper {
+    /// Not ready any more, and new streams are refused; open streams go on.
+    pub fn drain(&self) {
+        self.metrics.draining.store(true, Ordering::Release);
+    }
+
+    /// Stops accepting, ends every stream, and makes `run` return.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        let wake = self.wake.lock().ok().and_then(|w| *w);
+        if let Some(addr) = wake {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+pub struct Server {
+    config: Config,
+    stopper: Stopper,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Server {
+        let metrics = Arc::new(Metrics::default());
+        Server {
+            config,
+            stopper: Stopper {
+                stopping: Arc::new(AtomicBool::new(false)),
+                wake: Arc::new(Mutex::new(None)),
+                metrics: Arc::clone(&metrics),
+            },
+            metrics,
+        }
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Serves until stopped, then ends every stream and closes the broker connections.
+    pub fn run(self) -> Result<(), ServerError> {
+        let started = Instant::now();
+        let config = self.config;
+        let listener =
+            TcpListener::bind(&config.server.address).map_err(|error| ServerError::Bind {
+                address: config.server.address.clone(),
+                error,
+            })?;
+        let local = listener.local_addr().map_err(|error| ServerError::Bind {
+            address: config.server.address.clone(),
+            error,
+        })?;
+        widen_backlog(&listener);
+        if let Ok(mut wake) = self.stopper.wake.lock() {
+            *wake = Some(loopback_of(local));
+        }
+        let metrics = self.metrics;
+        metrics
+            .workers_limit
+            .store(config.server.workers, Ordering::Relaxed);
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+        let responder = Arc::new(Responder::new(
+            &config.header.cors,
+            &config.header.sse,
+            Arc::clone(&metrics),
+        ));
+        let routes = Arc::new(Routes {
+            stream: StreamContext {
+                broker: Broker::start(
+                    &config.broker.node,
+                    config.broker.heartbeat,
+                    Arc::clone(&metrics),
+                ),
+                metrics: Arc::clone(&metrics),
+                registry: Registry::default(),
+                responder: Arc::clone(&responder),
+                settings: StreamSettings::from(&config),
+                shutdown: shutdown_rx,
+            },
+            pattern: config.queue.pattern.clone(),
+            auth_key: config.auth.key.clone(),
+        });
+        let mut pool = Pool::new(
+            config.server.workers,
+            Arc::clone(&routes),
+            Arc::clone(&metrics),
+        );
+        let reception = reception::start(
+            Duration::from_secs(config.server.request_timeout),
+            responder,
+            move |request| pool.dispatch(request),
+        )
+        .map_err(ServerError::Reception)?;
+        info!(
+            "listening on {local} ({} workers at most, ready in {} ms)",
+            config.server.workers,
+            started.elapsed().as_millis()
+        );
+
+        let write_timeout = Duration::from_secs(config.server.write_timeout);
+        while !self.stopper.stopping() {
+            match listener.accept() {
+                Ok(_) if self.stopper.stopping() => break,
+                Ok((socket, peer)) => {
+                    tune(&socket, write_timeout);
+                    if !reception.admit(Client { socket, peer }) {
+                        error!("reception has stopped; stopping");
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset while queued: keep serving.
+                    error!("accepting a connection failed: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+
+        info!("shutting down: ending {} streams", metrics.consumers.get());
+        drop(listener);
+        drop(reception);
+        drop(shutdown_tx);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while metrics.workers_busy.get() > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        routes.stream.broker.shutdown();
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Socket options of an accepted connection. Frames go out as written (no Nagle); a client
+/// that stops reading fails the write after `write_timeout`; a peer that vanished without a
+/// word (a partition) fails the next write once TCP has retried for `write_timeout`, found
+/// by the keep-alive frames at the latest.
+fn tune(socket: &TcpStream, write_timeout: Duration) {
+    let _ = socket.set_nodelay(true);
+    let _ = socket.set_write_timeout(Some(write_timeout));
+    sys::set_user_timeout_and_keepalive(socket, write_timeout);
+}
+
+/// std listens with a backlog of 128; a burst of browsers reconnecting after a restart is
+/// larger, and connections beyond the backlog wait a whole SYN retry (a second or more).
+fn widen_backlog(listener: &TcpListener) {
+    sys::set_backlog(listener, 4096);
+}
+
+/// The address that reaches a listener bound to `local` from this host.
+fn loopback_of(local: SocketAddr) -> SocketAddr {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}

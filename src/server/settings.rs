@@ -1,0 +1,33 @@
+//! The one place the server's parts are built from the configuration: below `server/`, nothing
+//! reads `Config`.
+
+use crate::amqp::queue;
+use crate::config::Config;
+use crate::stream::window::Bounds;
+use crate::stream::StreamSettings;
+use std::time::Duration;
+
+impl From<&Config> for StreamSettings {
+    fn from(config: &Config) -> StreamSettings {
+        StreamSettings {
+            arguments: queue::arguments(
+                &config.queue.arguments,
+                queue::expires_ms(config.queue.expires),
+            ),
+            bind: config.queue.bind.clone(),
+            event_types: config.server.event_types,
+            retry: config.server.retry,
+            retry_jitter: config.server.retry_jitter,
+            prefetch: config.queue.prefetch,
+            window: Bounds {
+                messages: usize::from(config.queue.replay_window),
+                bytes: u64::MAX,
+                age: Duration::MAX,
+            },
+            event_ids: config.server.event_ids,
+            conflict: config.queue.conflict,
+            keepalive: (config.server.keepalive > 0)
+                .then(|| Duration::from_secs(config.server.keepalive)),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! One client's stream: which queue a request names, who holds it, the session that consumes
+//! it and writes frames, and the window of deliveries held unacked until the client has them.
+
+pub mod event_id;
+pub mod pattern;
+pub mod registry;
+pub mod resume;
+pub mod session;
+pub mod window;
+
+pub use session::{serve, StreamContext, StreamSettings};

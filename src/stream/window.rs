@@ -1,0 +1,279 @@
+//! The ack window: deliveries written to a client and held unacked, because only the client can
+//! prove it read them (its `Last-Event-ID` on the next connection). What is held goes back to
+//! the queue when the stream ends, and the next connection skips what the client says it has.
+//!
+//! The window is bounded, because RabbitMQ's prefetch is a count (at most 65,535) and held
+//! deliveries cost memory: a delivery leaves it, acked, once more than `messages` newer ones or
+//! more than `bytes` of frames are held, or once it is older than `age`. Even then it stays
+//! while the client's TCP has not acknowledged its bytes: those are surely unread.
+//!
+//! Pure logic over delivery tags and stream offsets: no broker, no socket.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A delivery as the window needs it: its tag on the channel.
+pub trait Tagged {
+    fn tag(&self) -> u64;
+}
+
+impl Tagged for amiquip::Delivery {
+    fn tag(&self) -> u64 {
+        self.delivery_tag()
+    }
+}
+
+impl Tagged for u64 {
+    fn tag(&self) -> u64 {
+        *self
+    }
+}
+
+/// How much the window holds at most; past any bound the oldest deliveries are acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub messages: usize,
+    pub bytes: u64,
+    pub age: Duration,
+}
+
+/// What to ack.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Release<T> {
+    Nothing,
+    /// One ack with `multiple`: `newest` and every delivery before it on the channel, `count`
+    /// of them held here.
+    UpTo {
+        newest: T,
+        count: usize,
+    },
+    /// One ack each: a delivery with a lower tag is still held.
+    Each(Vec<T>),
+}
+
+impl<T> Release<T> {
+    /// How many held deliveries this acks.
+    pub fn count(&self) -> usize {
+        match self {
+            Release::Nothing => 0,
+            Release::UpTo { count, .. } => *count,
+            Release::Each(all) => all.len(),
+        }
+    }
+}
+
+struct Held<T> {
+    delivery: T,
+    /// The stream offset just past this delivery's frame.
+    end: u64,
+    bytes: u64,
+    written: Instant,
+}
+
+pub struct AckWindow<T> {
+    held: VecDeque<Held<T>>,
+    bounds: Bounds,
+    bytes: u64,
+}
+
+impl<T: Tagged> AckWindow<T> {
+    pub fn new(bounds: Bounds) -> AckWindow<T> {
+        AckWindow {
+            held: VecDeque::new(),
+            bounds,
+            bytes: 0,
+        }
+    }
+
+    /// Holds `delivery`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
+    /// Deliveries are held in the order written.
+    pub fn hold(&mut self, delivery: T, end: u64, bytes: u64, now: Instant) {
+        self.bytes += bytes;
+        self.held.push_back(Held {
+            delivery,
+            end,
+            bytes,
+            written: now,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Acks the oldest deliveries that are past a bound at `now`, as far as the client's TCP
+    /// has acknowledged the stream (`received`, an offset).
+    pub fn release(&mut self, received: u64, now: Instant) -> Release<T> {
+        let mut count = 0;
+        let mut bytes = self.bytes;
+        for (index, held) in self.held.iter().enumerate() {
+            let over = self.held.len() - index > self.bounds.messages
+                || bytes > self.bounds.bytes
+                || now.saturating_duration_since(held.written) >= self.bounds.age;
+            if !over || held.end > received {
+                break;
+            }
+            bytes -= held.bytes;
+            count += 1;
+        }
+        if count == 0 {
+            return Release::Nothing;
+        }
+        self.bytes = bytes;
+        let done: Vec<T> = self.held.drain(..count).map(|h| h.delivery).collect();
+        let newest = done.iter().map(Tagged::tag).max().unwrap_or(0);
+        // `multiple` acks every unacked delivery up to the tag, so it may be used only when
+        // nothing still held has a lower one (a resumed stream sends older redeliveries first).
+        if self.held.iter().all(|h| h.delivery.tag() > newest) {
+            done.into_iter()
+                .max_by_key(Tagged::tag)
+                .map_or(Release::Nothing, |newest| Release::UpTo { newest, count })
+        } else {
+            Release::Each(done)
+        }
+    }
+
+    /// True when a delivery is past a bound but waits for the client's TCP: the broker may
+    /// stop sending until it is released, so the caller should look again soon.
+    pub fn waiting_on_client_tcp(&self, received: u64, now: Instant) -> bool {
+        self.held.front().is_some_and(|oldest| {
+            let over = self.held.len() > self.bounds.messages
+                || self.bytes > self.bounds.bytes
+                || now.saturating_duration_since(oldest.written) >= self.bounds.age;
+            over && oldest.end > received
+        })
+    }
+
+    /// When the oldest held delivery reaches the age bound.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.held.front().map(|h| h.written + self.bounds.age)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOTS: u64 = u64::MAX;
+
+    fn up_to(newest: u64, count: usize) -> Release<u64> {
+        Release::UpTo { newest, count }
+    }
+
+    fn bounds(messages: usize, bytes: u64, age_secs: u64) -> Bounds {
+        Bounds {
+            messages,
+            bytes,
+            age: Duration::from_secs(age_secs),
+        }
+    }
+
+    /// Holds tags `tags` as 10-byte frames written back to back from offset `start`.
+    fn fill(window: &mut AckWindow<u64>, tags: impl IntoIterator<Item = u64>, at: Instant) {
+        for tag in tags {
+            let end = (window.len() as u64 + 1) * 10;
+            window.hold(tag, end, 10, at);
+        }
+    }
+
+    #[test]
+    fn nothing_is_acked_within_the_bounds() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(5, LOTS, 60));
+        fill(&mut window, 1..=5, now);
+        assert_eq!(window.release(LOTS, now), Release::Nothing);
+        assert_eq!(window.len(), 5);
+    }
+
+    #[test]
+    fn the_count_bound_slides_with_one_multiple_ack() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(3, LOTS, 60));
+        fill(&mut window, 1..=7, now);
+        assert_eq!(window.release(LOTS, now), up_to(4, 4));
+        assert_eq!(window.len(), 3);
+        window.hold(8, 80, 10, now);
+        assert_eq!(window.release(LOTS, now), up_to(5, 1));
+    }
+
+    #[test]
+    fn the_byte_bound_counts_frame_bytes() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(100, 25, 60));
+        fill(&mut window, 1..=4, now);
+        // 40 bytes held, 25 allowed: the two oldest go.
+        assert_eq!(window.release(LOTS, now), up_to(2, 2));
+        assert_eq!(window.release(LOTS, now), Release::Nothing);
+    }
+
+    #[test]
+    fn the_age_bound_acks_what_is_older_and_says_when_next() {
+        let start = Instant::now();
+        let mut window = AckWindow::new(bounds(100, LOTS, 10));
+        fill(&mut window, 1..=2, start);
+        let later = start + Duration::from_secs(4);
+        window.hold(3, 30, 10, later);
+        assert_eq!(window.next_expiry(), Some(start + Duration::from_secs(10)));
+        assert_eq!(
+            window.release(LOTS, start + Duration::from_secs(9)),
+            Release::Nothing
+        );
+        assert_eq!(
+            window.release(LOTS, start + Duration::from_secs(10)),
+            up_to(2, 2)
+        );
+        assert_eq!(window.next_expiry(), Some(later + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn nothing_the_clients_tcp_has_not_acknowledged_is_acked() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(1, LOTS, 60));
+        fill(&mut window, 1..=4, now);
+        // Only the first two frames (20 bytes) reached the client's kernel.
+        assert_eq!(window.release(20, now), up_to(2, 2));
+        assert!(window.waiting_on_client_tcp(20, now));
+        assert_eq!(window.release(20, now), Release::Nothing);
+        assert_eq!(window.release(40, now), up_to(3, 1));
+        assert!(!window.waiting_on_client_tcp(40, now));
+    }
+
+    #[test]
+    fn out_of_order_redeliveries_are_acked_one_by_one() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(2, LOTS, 60));
+        // A resumed stream: redeliveries (tags 5, 6) arrived after fresh ones (1, 2) but were
+        // written first.
+        fill(&mut window, [5, 6, 1, 2], now);
+        assert_eq!(window.release(LOTS, now), Release::Each(vec![5, 6]));
+        window.hold(7, 50, 10, now);
+        // Tag 1 is now the oldest, and nothing held is lower: one multiple ack again.
+        assert_eq!(window.release(LOTS, now), up_to(1, 1));
+    }
+
+    #[test]
+    fn a_multiple_ack_covers_lower_tags_released_together() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(1, LOTS, 60));
+        fill(&mut window, [5, 6, 1, 2, 9], now);
+        // Everything but the newest goes, and nothing left is lower than 6.
+        assert_eq!(window.release(LOTS, now), up_to(6, 4));
+    }
+
+    #[test]
+    fn an_empty_window_has_no_expiry_and_releases_nothing() {
+        let now = Instant::now();
+        let mut window: AckWindow<u64> = AckWindow::new(bounds(0, 0, 0));
+        assert_eq!(window.next_expiry(), None);
+        assert_eq!(window.release(LOTS, now), Release::Nothing);
+        assert!(!window.waiting_on_client_tcp(0, now));
+        // With every bound at zero, each delivery is acked as soon as the client's TCP has it.
+        window.hold(1, 10, 10, now);
+        assert_eq!(window.release(0, now), Release::Nothing);
+        assert_eq!(window.release(10, now), up_to(1, 1));
+    }
+}

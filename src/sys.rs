@@ -1,0 +1,160 @@
+//! Every call into libc, each behind a safe function: socket options std does not offer, the
+//! kernel's view of a connection, and signals received by a thread instead of a handler.
+
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// The signals that stop the server.
+pub const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// Socket options of an accepted connection: a peer that vanished without a word (a partition)
+/// fails the next write once TCP has retried for `user_timeout`, and idle connections are
+/// probed by TCP keep-alives. A failure leaves the default, which only makes dead peers slower
+/// to notice.
+pub fn set_user_timeout_and_keepalive(socket: &TcpStream, user_timeout: Duration) {
+    let millis = libc::c_uint::try_from(user_timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    let on: libc::c_int = 1;
+    let fd = socket.as_raw_fd();
+    // SAFETY: setsockopt with pointers to live values of the sizes passed, on a socket we own.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&millis as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Sets the listen backlog of a listening socket (Linux takes a second `listen` as a new
+/// backlog). Failure leaves the old backlog, which still works.
+pub fn set_backlog(listener: &TcpListener, backlog: libc::c_int) {
+    // SAFETY: listen on a socket we own.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), backlog);
+    }
+}
+
+/// True when the peer has closed its side or reset the connection. Only for sockets whose
+/// peer sends nothing more (a stream client after its request): readable means end of stream.
+pub fn peer_closed(socket: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv into a one-byte buffer we own, on a socket we own; MSG_PEEK leaves any
+    // data in place and MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !would_block(&std::io::Error::last_os_error()),
+    }
+}
+
+/// Reads and discards whatever the peer sent, without blocking: true when the peer has closed
+/// or reset the connection (end of stream or an error), false when it is still open.
+pub fn discard_input_and_check_closed(fd: std::os::fd::RawFd) -> bool {
+    let mut scratch = [0u8; 512];
+    loop {
+        // SAFETY: recv into a buffer we own, of the size passed; MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                scratch.as_mut_ptr().cast(),
+                scratch.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => return true,
+            n if n > 0 => continue,
+            _ => return !would_block(&std::io::Error::last_os_error()),
+        }
+    }
+}
+
+fn would_block(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// Bytes written to `socket` that the peer's TCP has not acknowledged yet (sent or not); 0 when
+/// the kernel cannot say.
+pub fn unacknowledged_bytes(socket: &TcpStream) -> u64 {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int into `queued`, a live local; the socket is ours.
+    let status = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if status == 0 {
+        u64::try_from(queued).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+fn stop_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before anything reads it.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for signal in STOP_SIGNALS {
+            libc::sigaddset(&mut set, signal);
+        }
+        set
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts later).
+pub fn block_stop_signals() {
+    let set = stop_signal_set();
+    // SAFETY: changes only this thread's signal mask, from a set we own.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The next SIGINT or SIGTERM; `None` when `within` passes first.
+pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
+    let set = stop_signal_set();
+    let deadline = within.map(|d| Instant::now() + d);
+    loop {
+        // SAFETY: siginfo_t is plain data that sigwaitinfo/sigtimedwait fill; both read the set
+        // and timespec we own.
+        let signal = unsafe {
+            let mut info = std::mem::zeroed::<libc::siginfo_t>();
+            match deadline {
+                None => libc::sigwaitinfo(&set, &mut info),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    let timeout = libc::timespec {
+                        tv_sec: left.as_secs() as libc::time_t,
+                        tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+                    };
+                    libc::sigtimedwait(&set, &mut info, &timeout)
+                }
+            }
+        };
+        if signal > 0 {
+            return Some(signal);
+        }
+        // EINTR: wait again; EAGAIN: the timeout passed (checked at the top).
+    }
+}
