@@ -148,9 +148,11 @@ impl<T: Tagged> AckWindow<T> {
         })
     }
 
-    /// When the oldest held delivery reaches the age bound.
+    /// When the oldest held delivery reaches the age bound; `None` for never.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.held.front().map(|h| h.written + self.bounds.age)
+        self.held
+            .front()
+            .and_then(|h| h.written.checked_add(self.bounds.age))
     }
 }
 
@@ -262,6 +264,19 @@ mod tests {
         fill(&mut window, [5, 6, 1, 2, 9], now);
         // Everything but the newest goes, and nothing left is lower than 6.
         assert_eq!(window.release(LOTS, now), up_to(6, 4));
+    }
+
+    #[test]
+    fn an_unbounded_age_never_expires() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(Bounds {
+            messages: 1,
+            bytes: u64::MAX,
+            age: Duration::MAX,
+        });
+        window.hold(1u64, 10, 10, now);
+        assert_eq!(window.next_expiry(), None);
+        assert_eq!(window.release(LOTS, now), Release::Nothing);
     }
 
     #[test]
