@@ -6,13 +6,18 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// A number from 0.0 to 1.0, different on each call.
-pub fn unit() -> f64 {
+/// 64 random bits, different on each call (and in each process).
+pub fn next_u64() -> u64 {
     static STATE: OnceLock<RandomState> = OnceLock::new();
     static DRAWS: AtomicU64 = AtomicU64::new(0);
     let mut hasher = STATE.get_or_init(RandomState::new).build_hasher();
     hasher.write_u64(DRAWS.fetch_add(1, Ordering::Relaxed));
-    (hasher.finish() % 1_000_001) as f64 / 1_000_000.0
+    hasher.finish()
+}
+
+/// A number from 0.0 to 1.0, different on each call.
+pub fn unit() -> f64 {
+    (next_u64() % 1_000_001) as f64 / 1_000_000.0
 }
 
 /// `value` moved up or down by at most `percent` percent, at random.

@@ -28,6 +28,8 @@ pub enum Refusal {
     Draining,
     /// No broker connection is up.
     BrokerUnavailable,
+    /// Broker connections are up but none answers.
+    BrokerNotAnswering,
     /// The broker refused or failed a call; the detail is logged, never sent.
     BrokerFailed,
     /// The request head is larger than the server reads.
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::TooManyStreams => "server: too many streams",
             Refusal::Draining => "server: draining",
             Refusal::BrokerUnavailable => "broker: no connection available",
+            Refusal::BrokerNotAnswering => "broker: not answering",
             Refusal::BrokerFailed => "broker: request failed",
             Refusal::HeadTooLarge => "request head too large",
             Refusal::HeadTimeout => "request not received in time",
@@ -78,6 +81,7 @@ impl Refusal {
                 | Refusal::TooManyStreams
                 | Refusal::Draining
                 | Refusal::BrokerUnavailable
+                | Refusal::BrokerNotAnswering
                 | Refusal::BrokerFailed
         )
     }
@@ -97,7 +101,7 @@ impl Refusal {
     }
 
     /// Every refusal with a fixed label, for the metric's documentation and tests.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::MissingParameter,
         Refusal::InvalidQueueName,
         Refusal::TokenMissing,
@@ -108,6 +112,7 @@ impl Refusal {
         Refusal::TooManyStreams,
         Refusal::Draining,
         Refusal::BrokerUnavailable,
+        Refusal::BrokerNotAnswering,
         Refusal::BrokerFailed,
         Refusal::HeadTooLarge,
         Refusal::HeadTimeout,

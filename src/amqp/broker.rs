@@ -2,13 +2,15 @@
 //! re-dials with backoff; streams get channels round-robin over the connections that are up, and
 //! a node whose connections have run out of channels gets another connection.
 
+use crate::amqp::control;
 use crate::amqp::url::BrokerUrl;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
+use amiquip::ConsumerMessage;
 use amiquip::{
     Auth, Channel, Connection, ConnectionBlockedNotification, ConnectionOptions, ConnectionTuning,
 };
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 use log::{debug, info, warn};
 use std::fmt;
 use std::net::ToSocketAddrs;
@@ -29,6 +31,8 @@ const SUPERVISOR_STACK: usize = 256 * 1024;
 pub enum BrokerError {
     /// No broker connection is up.
     Unavailable,
+    /// Connections are up but none answers (a partition: the sockets stay open).
+    NotAnswering(String),
     /// Connections are up but opening a channel failed.
     Channel(String),
 }
@@ -37,6 +41,7 @@ impl fmt::Display for BrokerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BrokerError::Unavailable => f.write_str("broker: no connection available"),
+            BrokerError::NotAnswering(address) => write!(f, "broker: {address} does not answer"),
             BrokerError::Channel(e) => write!(f, "broker: cannot open channel: {e}"),
         }
     }
@@ -49,6 +54,7 @@ impl BrokerError {
     pub fn refusal(&self) -> Refusal {
         match self {
             BrokerError::Unavailable => Refusal::BrokerUnavailable,
+            BrokerError::NotAnswering(_) => Refusal::BrokerNotAnswering,
             BrokerError::Channel(_) => Refusal::BrokerFailed,
         }
     }
@@ -65,6 +71,10 @@ pub struct Broker {
     wake: Mutex<Option<Sender<()>>>,
     woken: Receiver<()>,
     next_link_id: AtomicU64,
+    /// This instance's name on the control exchange.
+    instance: String,
+    /// Called with a queue another instance asks this one to let go of.
+    on_release: Box<dyn Fn(&str) + Send + Sync>,
 }
 
 struct Node {
@@ -145,7 +155,14 @@ impl Calls {
 
 impl Broker {
     /// Starts one supervisor per node; returns at once (nodes connect in the background).
-    pub fn start(nodes: &[BrokerUrl], heartbeat: u16, metrics: Arc<Metrics>) -> Arc<Broker> {
+    /// `on_release` is called (on a supervisor thread) with each queue that another instance
+    /// asks this one to let go of.
+    pub fn start(
+        nodes: &[BrokerUrl],
+        heartbeat: u16,
+        metrics: Arc<Metrics>,
+        on_release: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Arc<Broker> {
         let (wake, woken) = crossbeam_channel::bounded(0);
         let broker = Arc::new(Broker {
             nodes: nodes
@@ -165,6 +182,12 @@ impl Broker {
             wake: Mutex::new(Some(wake)),
             woken,
             next_link_id: AtomicU64::new(1),
+            instance: format!(
+                "eventsourced-{}-{:016x}",
+                std::process::id(),
+                crate::random::next_u64()
+            ),
+            on_release,
         });
         for (index, node) in broker.nodes.iter().enumerate() {
             let broker = Arc::clone(&broker);
@@ -213,14 +236,14 @@ impl Broker {
         }
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let mut last_error = None;
+        let mut silent = None;
         let mut full_node = None;
         for i in 0..links.len() {
             let (node, link) = &links[(start + i) % links.len()];
             match link.open_channel() {
                 Ok(channel) => return Ok(self.lease(node, link, channel)),
                 Err(OpenError::Stalled) => {
-                    last_error
-                        .get_or_insert_with(|| format!("{} does not answer", node.url.address()));
+                    silent.get_or_insert_with(|| node.url.address());
                 }
                 Err(OpenError::Exhausted) => full_node = full_node.or(Some(Arc::clone(node))),
                 Err(OpenError::Gone) => {}
@@ -230,7 +253,11 @@ impl Broker {
         if let Some(node) = full_node {
             return self.open_on_extra_link(&node);
         }
-        Err(last_error.map_or(BrokerError::Unavailable, BrokerError::Channel))
+        Err(match (last_error, silent) {
+            (Some(error), _) => BrokerError::Channel(error),
+            (None, Some(address)) => BrokerError::NotAnswering(address),
+            (None, None) => BrokerError::Unavailable,
+        })
     }
 
     fn lease(&self, node: &Node, link: &Link, channel: Channel) -> Lease {
@@ -288,7 +315,7 @@ impl Broker {
                     self.attach(node, &link);
                     info!("connected to broker {}", node.url);
                     backoff.reset();
-                    watch(&blocked, &node.url);
+                    self.serve_link(&link, &blocked, &node.url);
                     detach(node, &link, &self.metrics);
                     if self.closing.load(Ordering::Acquire) {
                         break;
@@ -305,6 +332,60 @@ impl Broker {
             );
             // Returns at once on shutdown, when the sender is dropped.
             let _ = self.woken.recv_timeout(delay);
+        }
+    }
+
+    /// This instance's name on the control exchange.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Until the connection of `link` is gone: listens for other instances asking for a queue
+    /// to be let go of, and logs flow-control notices.
+    fn serve_link(
+        &self,
+        link: &Link,
+        blocked: &Receiver<ConnectionBlockedNotification>,
+        url: &BrokerUrl,
+    ) {
+        let channel = {
+            let mut connection = lock(&link.connection);
+            match connection.as_mut().map(|c| c.open_channel(None)) {
+                Some(Ok(channel)) => channel,
+                Some(Err(e)) => {
+                    warn!("broker {url}: no takeover across instances on this connection: {e}");
+                    return watch(blocked, url);
+                }
+                None => return,
+            }
+        };
+        let consumer = match control::listen(&channel) {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                warn!("broker {url}: no takeover across instances on this connection: {e}");
+                return watch(blocked, url);
+            }
+        };
+        loop {
+            select! {
+                recv(blocked) -> notice => match notice {
+                    Ok(notice) => log_flow_control(notice, url),
+                    Err(_) => return,
+                },
+                recv(consumer.receiver()) -> message => match message {
+                    Ok(ConsumerMessage::Delivery(delivery)) => {
+                        if let Some(queue) = control::release_request(&delivery, &self.instance) {
+                            debug!("another instance asks for {queue:?}");
+                            (self.on_release)(&queue);
+                        }
+                    }
+                    // The control channel ended but the connection may live on.
+                    _ => {
+                        warn!("broker {url}: takeover across instances stopped on this connection");
+                        return watch(blocked, url);
+                    }
+                },
+            }
         }
     }
 
@@ -456,13 +537,17 @@ impl Drop for Turn<'_> {
 /// Blocks until the connection behind `blocked` is gone, logging flow-control notices meanwhile.
 fn watch(blocked: &Receiver<ConnectionBlockedNotification>, url: &BrokerUrl) {
     while let Ok(notice) = blocked.recv() {
-        match notice {
-            ConnectionBlockedNotification::Blocked(reason) => {
-                warn!("broker {url} blocked this connection: {reason}")
-            }
-            ConnectionBlockedNotification::Unblocked => {
-                info!("broker {url} unblocked this connection")
-            }
+        log_flow_control(notice, url);
+    }
+}
+
+fn log_flow_control(notice: ConnectionBlockedNotification, url: &BrokerUrl) {
+    match notice {
+        ConnectionBlockedNotification::Blocked(reason) => {
+            warn!("broker {url} blocked this connection: {reason}")
+        }
+        ConnectionBlockedNotification::Unblocked => {
+            info!("broker {url} unblocked this connection")
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The broker side: URLs, the connections and their supervisors, queue declarations.
 
 pub mod broker;
+pub mod control;
 pub mod queue;
 pub mod url;
 

@@ -31,17 +31,27 @@ pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> Fi
     table
 }
 
-pub fn declare(channel: &Channel, queue: &str, arguments: &FieldTable) -> amiquip::Result<()> {
+/// Declares `queue`; returns how many consumers it has.
+pub fn declare(channel: &Channel, queue: &str, arguments: &FieldTable) -> amiquip::Result<u32> {
     let options = QueueDeclareOptions {
         durable: true,
         exclusive: false,
         auto_delete: false,
         arguments: arguments.clone(),
     };
-    channel.queue_declare(queue, options).map(drop)
+    channel
+        .queue_declare(queue, options)
+        .map(|q| q.declared_consumer_count().unwrap_or(0))
 }
 
 /// `queue.expires` seconds as the `x-expires` value; the config loader keeps it in range.
 pub fn expires_ms(expires_secs: u32) -> i32 {
     i32::try_from(u64::from(expires_secs) * 1000).unwrap_or(i32::MAX)
+}
+
+/// How many consumers `queue`, which exists, has now.
+pub fn consumers(channel: &Channel, queue: &str) -> amiquip::Result<u32> {
+    channel
+        .queue_declare_passive(queue)
+        .map(|q| q.declared_consumer_count().unwrap_or(0))
 }

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub retry_jitter: u8,
     /// Seconds open streams are left running after SIGTERM while new ones are refused.
     pub drain: u64,
+    /// EventSource clients refused for a passing reason get a 200 event stream that tells them
+    /// to come back; false answers the original's 503.
+    pub retry_refusals: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,8 +76,12 @@ pub struct QueueConfig {
     pub expires: u32,
     /// Deliveries the broker may have in flight to one stream before it waits for acks.
     pub prefetch: u16,
-    /// Written deliveries kept unacked until this many newer ones are written.
+    /// Messages held unacked per stream at most.
     pub replay_window: u16,
+    /// Bytes of frames held unacked per stream at most.
+    pub replay_bytes: u64,
+    /// Seconds after which a held message is acked.
+    pub replay_age: u64,
     /// What a request for a queue that is being streamed gets.
     pub conflict: Conflict,
     /// Exchanges the client's queue is bound to on every connect.
@@ -226,6 +233,7 @@ struct FileServer {
     retry: Option<u32>,
     retry_jitter: Option<Percent>,
     drain: Option<u64>,
+    retry_refusals: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,6 +252,8 @@ struct FileQueue {
     expires: Option<Expires>,
     prefetch: Option<Prefetch>,
     replay_window: Option<u16>,
+    replay_bytes: Option<u64>,
+    replay_age: Option<u64>,
     conflict: Option<ConflictSetting>,
     bind: Option<Vec<Binding>>,
     arguments: Option<BTreeMap<String, Argument>>,
@@ -293,6 +303,7 @@ impl FileConfig {
                 retry: o.retry.or(b.retry),
                 retry_jitter: o.retry_jitter.or(b.retry_jitter),
                 drain: o.drain.or(b.drain),
+                retry_refusals: o.retry_refusals.or(b.retry_refusals),
             }),
             broker: merge_option(base.broker, self.broker, |b, o| FileBroker {
                 node: o.node.or(b.node),
@@ -303,6 +314,8 @@ impl FileConfig {
                 expires: o.expires.or(b.expires),
                 prefetch: o.prefetch.or(b.prefetch),
                 replay_window: o.replay_window.or(b.replay_window),
+                replay_bytes: o.replay_bytes.or(b.replay_bytes),
+                replay_age: o.replay_age.or(b.replay_age),
                 conflict: o.conflict.or(b.conflict),
                 bind: o.bind.or(b.bind),
                 arguments: maps(b.arguments, o.arguments),
@@ -379,6 +392,7 @@ impl FileConfig {
                 retry: server.retry.unwrap_or(0),
                 retry_jitter: server.retry_jitter.map_or(20, |p| p.0),
                 drain: server.drain.unwrap_or(0),
+                retry_refusals: server.retry_refusals.unwrap_or(true),
             },
             broker: BrokerConfig {
                 node: broker.node.unwrap_or_else(|| {
@@ -394,7 +408,9 @@ impl FileConfig {
                 }),
                 expires: queue.expires.map_or(1800, |e| e.0),
                 prefetch: queue.prefetch.map_or(256, |p| p.0),
-                replay_window: queue.replay_window.unwrap_or(128),
+                replay_window: queue.replay_window.unwrap_or(4096),
+                replay_bytes: queue.replay_bytes.unwrap_or(4 << 20),
+                replay_age: queue.replay_age.unwrap_or(120),
                 conflict: queue.conflict.map_or(Conflict::Takeover, |c| c.0),
                 bind: queue.bind.unwrap_or_default(),
                 arguments: queue.arguments.unwrap_or_default(),
@@ -461,12 +477,15 @@ pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
     ("server", "retry"),
     ("server", "retry_jitter"),
     ("server", "drain"),
+    ("server", "retry_refusals"),
     ("broker", "node"),
     ("broker", "heartbeat"),
     ("queue", "pattern"),
     ("queue", "expires"),
     ("queue", "prefetch"),
     ("queue", "replay_window"),
+    ("queue", "replay_bytes"),
+    ("queue", "replay_age"),
     ("queue", "conflict"),
     ("queue", "bind"),
     ("queue", "arguments"),

@@ -3,12 +3,16 @@
 
 use crate::clock::UtcTime;
 use crate::http::head::{self, RequestHead};
+use crate::http::sse;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use log::warn;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+
+/// How far the delay a refused EventSource client is given is moved at random, in percent.
+const RETRY_JITTER_PERCENT: u8 = 20;
 
 /// A client connection: the socket we own and who is on the other end.
 pub struct Client {
@@ -18,16 +22,21 @@ pub struct Client {
 
 pub struct Responder {
     metrics: Arc<Metrics>,
+    /// Whether EventSource clients refused for a passing reason are told to come back.
+    retry_refusals: bool,
     cors: Vec<(String, String)>,
     /// The stream's status line and headers, without `Date` and the final empty line.
     stream_head: Vec<u8>,
 }
 
 impl Responder {
-    /// `cors` goes on every answer; `sse` and `cors` together on an event stream's head.
+    /// `cors` goes on every answer; `sse` and `cors` together on an event stream's head. With
+    /// `retry_refusals`, a passing refusal to a client that accepts an event stream is an event
+    /// stream telling it when to come back (see `refuse`).
     pub fn new(
         cors: &BTreeMap<String, String>,
         sse: &BTreeMap<String, String>,
+        retry_refusals: bool,
         metrics: Arc<Metrics>,
     ) -> Responder {
         // SSE headers first, then CORS, as the original sets them: CORS wins a name both have.
@@ -49,6 +58,7 @@ impl Responder {
         stream_head.extend_from_slice(b"Connection: close\r\n");
         Responder {
             metrics,
+            retry_refusals,
             cors: cors.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             stream_head,
         }
@@ -81,8 +91,14 @@ impl Responder {
         self.send(client, 405, &[], b"");
     }
 
-    /// The one place a refusal is answered, logged and counted: its status with
-    /// `X-Status-Reason` (and `Retry-After` when the condition passes).
+    /// The one place a refusal is answered, logged and counted.
+    ///
+    /// A browser's EventSource gives up for good on any status but 200, whatever `Retry-After`
+    /// says. So a client that accepts an event stream, refused for a reason that passes (a full
+    /// pool, the broker away, the queue still held elsewhere), gets a `200 text/event-stream`
+    /// that sets its reconnection delay (`retry:`), says why in a comment, and ends: the browser
+    /// comes back after that delay, with its `Last-Event-ID`. Everything else gets the
+    /// original's answer: the status, `X-Status-Reason`, and `Retry-After` when it passes.
     pub fn refuse(&self, client: &mut Client, request: Option<&RequestHead>, refusal: Refusal) {
         let what = request.map_or_else(
             || "a request".to_string(),
@@ -90,12 +106,36 @@ impl Responder {
         );
         warn!("refused {what} from {}: {refusal}", client.peer);
         self.metrics.refused(refusal);
+        let come_back = self.retry_refusals
+            && refusal.passes()
+            && request.is_some_and(RequestHead::accepts_event_stream);
+        if let (true, Some(seconds)) = (come_back, refusal.retry_after()) {
+            return self.come_back_later(client, refusal, seconds);
+        }
         let retry = refusal.retry_after().map(|s| s.to_string());
         let mut extra = vec![("X-Status-Reason", refusal.reason())];
         if let Some(seconds) = &retry {
             extra.push(("Retry-After", seconds));
         }
         self.send(client, refusal.status(), &extra, b"");
+    }
+
+    /// An event stream that only tells the client when to come back, and why.
+    fn come_back_later(&self, client: &mut Client, refusal: Refusal, seconds: u32) {
+        let mut bytes = self.stream_head.clone();
+        bytes.extend_from_slice(
+            format!(
+                "X-Status-Reason: {}\r\nDate: {}\r\n\r\n",
+                refusal.reason(),
+                UtcTime::now().http_date()
+            )
+            .as_bytes(),
+        );
+        // Moved at random, so that browsers refused together do not all come back together.
+        let millis = crate::random::jitter(f64::from(seconds) * 1000.0, RETRY_JITTER_PERCENT);
+        sse::push_retry(&mut bytes, millis.round() as u32);
+        sse::push_comment(&mut bytes, refusal.reason());
+        head::send_and_close(&mut client.socket, &bytes);
     }
 
     /// A plain document, such as `/metrics` or `/healthz`.

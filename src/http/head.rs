@@ -41,6 +41,13 @@ impl RequestHead {
         query::header_value(&self.headers, name)
     }
 
+    /// Whether the client takes an event stream as an answer: EventSource sends
+    /// `Accept: text/event-stream`.
+    pub fn accepts_event_stream(&self) -> bool {
+        self.header("Accept")
+            .is_some_and(|accept| accept.to_ascii_lowercase().contains("text/event-stream"))
+    }
+
     /// The last event the client has: the `Last-Event-ID` header browsers send on reconnect, or
     /// the `lastEventId` query parameter EventSource polyfills send instead.
     pub fn last_event_id(&self) -> Option<String> {

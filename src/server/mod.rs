@@ -10,6 +10,7 @@ use crate::amqp::Broker;
 use crate::config::Config;
 use crate::http::{reception, Client, Responder};
 use crate::metrics::Metrics;
+use crate::stream::hangup::HangupWatch;
 use crate::stream::registry::Registry;
 use crate::stream::{StreamContext, StreamSettings};
 use crate::sys;
@@ -35,6 +36,8 @@ pub enum ServerError {
     },
     /// The reception thread could not be started.
     Reception(std::io::Error),
+    /// A thread the server needs (the hang-up watch) could not be started.
+    Threads(std::io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -44,6 +47,7 @@ impl fmt::Display for ServerError {
                 write!(f, "cannot listen on {address}: {error}")
             }
             ServerError::Reception(e) => write!(f, "cannot start reading requests: {e}"),
+            ServerError::Threads(e) => write!(f, "cannot start watching streams: {e}"),
         }
     }
 }
@@ -128,17 +132,24 @@ impl Server {
         let responder = Arc::new(Responder::new(
             &config.header.cors,
             &config.header.sse,
+            config.server.retry_refusals,
             Arc::clone(&metrics),
         ));
+        let registry = Arc::new(Registry::default());
+        let releasing = Arc::clone(&registry);
         let routes = Arc::new(Routes {
             stream: StreamContext {
                 broker: Broker::start(
                     &config.broker.node,
                     config.broker.heartbeat,
                     Arc::clone(&metrics),
+                    Box::new(move |queue| {
+                        releasing.release(queue);
+                    }),
                 ),
+                hangups: HangupWatch::start().map_err(ServerError::Threads)?,
                 metrics: Arc::clone(&metrics),
-                registry: Registry::default(),
+                registry,
                 responder: Arc::clone(&responder),
                 settings: StreamSettings::from(&config),
                 shutdown: shutdown_rx,

@@ -21,8 +21,8 @@ impl From<&Config> for StreamSettings {
             prefetch: config.queue.prefetch,
             window: Bounds {
                 messages: usize::from(config.queue.replay_window),
-                bytes: u64::MAX,
-                age: Duration::MAX,
+                bytes: config.queue.replay_bytes,
+                age: Duration::from_secs(config.queue.replay_age),
             },
             event_ids: config.server.event_ids,
             conflict: config.queue.conflict,

@@ -2,6 +2,7 @@
 //! it and writes frames, and the window of deliveries held unacked until the client has them.
 
 pub mod event_id;
+pub mod hangup;
 pub mod pattern;
 pub mod registry;
 pub mod resume;

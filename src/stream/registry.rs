@@ -72,6 +72,17 @@ impl Registry {
         })
     }
 
+    /// Tells the stream holding `queue` here, if any, to end (another instance takes it over).
+    pub fn release(&self, queue: &str) -> bool {
+        match self.lock().get(queue) {
+            Some(holder) => {
+                let _ = holder.stop.try_send(());
+                true
+            }
+            None => false,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Holder>> {
         self.active
             .lock()
@@ -127,6 +138,15 @@ mod tests {
         let second = registry.claim("q", Conflict::Takeover, WAIT);
         assert!(second.is_some());
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn release_tells_the_holder_and_nobody_else() {
+        let registry = Registry::default();
+        let claim = registry.claim("q", Conflict::Reject, WAIT).unwrap();
+        assert!(!registry.release("other"));
+        assert!(registry.release("q"));
+        assert!(claim.stop.try_recv().is_ok());
     }
 
     #[test]

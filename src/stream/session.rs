@@ -3,12 +3,14 @@
 //! be taken to have it (see `window`). Held deliveries return to the queue when the stream
 //! ends; the next connection skips those up to the client's `Last-Event-ID` (see `resume`).
 
-use crate::amqp::{queue, Broker};
+use crate::amqp::broker::Calls;
+use crate::amqp::{control, queue, Broker};
 use crate::http::sse;
 use crate::http::{Client, RequestHead, Responder};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::stream::event_id;
+use crate::stream::hangup::HangupWatch;
 use crate::stream::pattern::{Binding, RequestParts};
 use crate::stream::registry::{Conflict, Registry};
 use crate::stream::resume;
@@ -25,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// How long a takeover waits for the old stream to hand its queue back.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
+/// How often a takeover across instances looks whether the holder has let go.
+const TAKEOVER_POLL: Duration = Duration::from_millis(20);
 /// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
 /// after fresh messages are still sent first.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
@@ -36,8 +40,10 @@ const FOREVER: Duration = Duration::from_secs(86_400 * 365);
 /// What every stream shares.
 pub struct StreamContext {
     pub broker: Arc<Broker>,
+    /// Tells a stream at once when its client closes or resets the connection.
+    pub hangups: Arc<HangupWatch>,
     pub metrics: Arc<Metrics>,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     pub responder: Arc<Responder>,
     pub settings: StreamSettings,
     /// Never sent on; disconnects when the server shuts down.
@@ -117,11 +123,24 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     let channel = lease.channel;
     // Counted as calls in flight: a broker that stops answering marks its connection stalled,
     // and further requests go elsewhere or are refused at once instead of waiting here too.
-    if let Err(refusal) = lease
+    let consumers = match lease
         .calls
         .during(|| declare(&channel, queue, head, settings))
     {
-        return refuse(refusal);
+        Ok(consumers) => consumers,
+        Err(refusal) => return refuse(refusal),
+    };
+    if consumers > 0 {
+        // A stream on another instance holds the queue (this one's was settled by the claim).
+        let taken = match settings.conflict {
+            Conflict::Reject => Err(Refusal::QueueTaken),
+            Conflict::Takeover => {
+                take_over(&channel, &lease.calls, queue, context.broker.instance())
+            }
+        };
+        if let Err(refusal) = taken {
+            return refuse(refusal);
+        }
     }
     let options = ConsumerOptions {
         exclusive: true,
@@ -154,6 +173,13 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
             .unwrap_or_default()
     );
     let _open = context.metrics.consumers.count();
+    let watch = context
+        .hangups
+        .watch(&client.socket)
+        .map_err(|e| warn!("stream {queue:?}: hang-ups of {peer} go unnoticed until a write: {e}"))
+        .ok();
+    let never = crossbeam_channel::never();
+    let gone = watch.as_ref().map_or(&never, |w| &w.gone);
     let mut session = Session {
         socket: &mut client.socket,
         consumer: &consumer,
@@ -163,8 +189,10 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         out: Vec::new(),
         delivered: 0,
     };
-    let end = session.run(last_event_id.as_deref(), &claim.stop);
+    let end = session.run(last_event_id.as_deref(), &claim.stop, gone);
     let delivered = session.delivered;
+    // Stop watching before the socket can close and its descriptor be reused.
+    drop(watch);
     // amiquip's I/O thread, on cancel-ok, first wakes the cancelling `Consumer::drop` and only
     // then tells the consumer's receiver; if that receiver is gone by then, it treats this as
     // fatal and closes the whole connection, ending every stream on it. A clone of the receiver
@@ -186,18 +214,20 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     );
 }
 
-/// Declares the queue, binds it as configured (idempotent), and sets the stream's QoS.
+/// Declares the queue, binds it as configured (idempotent), and sets the stream's QoS;
+/// returns how many consumers the queue has.
 fn declare(
     channel: &Channel,
     name: &str,
     head: &RequestHead,
     settings: &StreamSettings,
-) -> Result<(), Refusal> {
+) -> Result<u32, Refusal> {
     let broker = |what: &str, e: amiquip::Error| {
         warn!("queue {name:?}: {what} failed: {e}");
         Refusal::BrokerFailed
     };
-    queue::declare(channel, name, &settings.arguments).map_err(|e| broker("declaring", e))?;
+    let consumers =
+        queue::declare(channel, name, &settings.arguments).map_err(|e| broker("declaring", e))?;
     let parts = RequestParts::of(head);
     for binding in &settings.bind {
         let exchange = binding.exchange.resolve_text(&parts)?;
@@ -208,7 +238,34 @@ fn declare(
     }
     channel
         .qos(0, settings.qos(), false)
-        .map_err(|e| broker("setting the prefetch", e))
+        .map_err(|e| broker("setting the prefetch", e))?;
+    Ok(consumers)
+}
+
+/// Asks the other instances, through the broker, to let go of `name`, and waits until the
+/// queue has no consumer (the holder has handed its messages back), at most `TAKEOVER_WAIT`.
+fn take_over(channel: &Channel, calls: &Calls, name: &str, instance: &str) -> Result<(), Refusal> {
+    let failed = |e: amiquip::Error| {
+        warn!("queue {name:?}: asking for a takeover failed: {e}");
+        Refusal::BrokerFailed
+    };
+    calls
+        .during(|| control::ask_release(channel, instance, name))
+        .map_err(failed)?;
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    loop {
+        if calls
+            .during(|| queue::consumers(channel, name))
+            .map_err(failed)?
+            == 0
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Refusal::QueueHeld);
+        }
+        std::thread::sleep(TAKEOVER_POLL);
+    }
 }
 
 struct Session<'a> {
@@ -223,7 +280,12 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn run(&mut self, last_event_id: Option<&str>, taken_over: &Receiver<()>) -> End {
+    fn run(
+        &mut self,
+        last_event_id: Option<&str>,
+        taken_over: &Receiver<()>,
+        client_gone: &Receiver<()>,
+    ) -> End {
         let mut head = self.context.responder.stream_head();
         head.extend_from_slice(sse::BANNER);
         let settings = &self.context.settings;
@@ -255,6 +317,7 @@ impl Session<'_> {
                 recv(deliveries) -> message => message,
                 recv(self.context.shutdown) -> _ => return End::Shutdown,
                 recv(taken_over) -> _ => return End::TakenOver,
+                recv(client_gone) -> _ => return End::ClientGone(closed()),
                 default(idle) => {
                     if last_write.elapsed() >= keepalive {
                         if let Err(end) = self.keepalive() {
