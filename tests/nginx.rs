@@ -142,3 +142,41 @@ fn without_keepalives_nginx_closes_an_idle_stream() {
         "nginx kept the idle stream open"
     );
 }
+
+#[test]
+fn a_reader_behind_nginx_that_stalls_and_leaves_resumes_without_gaps() {
+    // nginx reads everything the server writes at once, so the server's TCP sees it all
+    // acknowledged: only the client's Last-Event-ID says what was read.
+    let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "15")]).ready();
+    let Some(nginx) = nginx_or_skip(server.addr, "1h") else {
+        return;
+    };
+    let amqp = Amqp::connect();
+    let queue = unique("nginx-stall");
+    amqp.declare(&queue);
+    let published: Vec<String> = (1..=3000).map(|n| format!("m{n}")).collect();
+    for m in &published {
+        amqp.publish(&queue, m);
+    }
+    let target = format!("/?id={queue}");
+    let mut stream = Stream::open(nginx.addr, &target, &[]);
+    let mut received = Vec::new();
+    let mut last = None;
+    while received.len() < 1000 {
+        let event = stream.next_event().expect("an event");
+        received.push(event.data.unwrap_or_default());
+        last = event.id.or(last);
+    }
+    thread::sleep(Duration::from_secs(1));
+    drop(stream);
+    let last = last.expect("events carry ids");
+    let mut again = Stream::open(nginx.addr, &target, &[("Last-Event-ID", last.as_str())]);
+    while received.len() < 3000 {
+        match again.next_event_within(Duration::from_secs(30)) {
+            Ok(Some(event)) => received.push(event.data.unwrap_or_default()),
+            _ => break,
+        }
+    }
+    // Exactly once, in order.
+    assert_eq!(received, published);
+}
