@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{request, unique, wait_for, Amqp, Server, Stream};
+use support::{numbered, request, unique, wait_for, Amqp, Server, Stream};
 
 #[test]
 fn the_amqp_type_becomes_the_event_name_when_enabled() {
@@ -152,9 +152,7 @@ fn queue_arguments_reach_the_declaration() {
         server.log_text().contains("closed for")
     });
     let amqp = Amqp::connect();
-    for n in 1..=5 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 5));
     wait_for("the cap to apply", Duration::from_secs(10), || {
         amqp.ready(&queue) == 2
     });
@@ -291,9 +289,7 @@ fn a_client_moving_between_two_instances_continues_without_loss() {
     let amqp = Amqp::connect();
     let queue = unique("moving");
     amqp.declare(&queue);
-    for n in 1..=10 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 10));
     let target = format!("/?id={queue}");
     let mut on_a = Stream::open(a.addr, &target, &[]);
     let mut seen: Vec<String> = Vec::new();
@@ -305,9 +301,7 @@ fn a_client_moving_between_two_instances_continues_without_loss() {
     }
     // The balancer sends the client to b; its connection to a is gone.
     on_a.close();
-    for n in 11..=15 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(11, 15));
     let last = last.expect("an id");
     let mut on_b = None;
     wait_for(
@@ -333,6 +327,5 @@ fn a_client_moving_between_two_instances_continues_without_loss() {
     while seen.len() < 15 {
         seen.extend(on_b.next_event().expect("an event from b").data);
     }
-    let expected: Vec<String> = (1..=15).map(|n| format!("m{n}")).collect();
-    assert_eq!(seen, expected);
+    assert_eq!(seen, numbered(1, 15));
 }

@@ -6,11 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{unique, wait_for, Amqp, Server, Stream};
-
-fn numbers(from: u32, to: u32) -> BTreeSet<String> {
-    (from..=to).map(|n| format!("m{n}")).collect()
-}
+use support::{assert_none_missing, has_all, numbered, unique, wait_for, Amqp, Server, Stream};
 
 #[test]
 fn a_client_that_closes_mid_stream_loses_nothing() {
@@ -18,26 +14,22 @@ fn a_client_that_closes_mid_stream_loses_nothing() {
     let amqp = Amqp::connect();
     let queue = unique("close");
     amqp.declare(&queue);
-    for n in 1..=5 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 5));
     let mut first = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     let mut seen = BTreeSet::new();
     for _ in 1..=5 {
         seen.insert(first.next_data().expect("messages 1 to 5"));
     }
-    assert_eq!(seen, numbers(1, 5));
+    assert_eq!(seen, BTreeSet::from_iter(numbered(1, 5)));
     first.close();
     // Published after the client left: the server writes into a dead connection.
-    for n in 6..=10 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(6, 10));
     server.wait_log("client gone");
     let mut second = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(second.status, 200);
-    let mut later = BTreeSet::new();
-    while !numbers(6, 10).is_subset(&later) {
-        later.insert(
+    let mut later = Vec::new();
+    while !has_all(&later, &numbered(6, 10)) {
+        later.push(
             second
                 .next_data()
                 .expect("messages 6 to 10 on the next connection"),
@@ -51,25 +43,18 @@ fn sigterm_exits_within_two_seconds_and_loses_nothing() {
     let amqp = Amqp::connect();
     let queue = unique("term");
     amqp.declare(&queue);
-    for n in 1..=30 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 30));
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    let mut seen = BTreeSet::new();
-    seen.insert(stream.next_data().expect("a first message"));
+    let mut received = vec![stream.next_data().expect("a first message")];
     let (status, took) = server.stop_with(libc_sigterm());
     assert!(status.success(), "exit status {status:?}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     // The stream ends cleanly; whatever the client did not get is back in the queue.
     while let Some(data) = stream.next_data() {
-        seen.insert(data);
+        received.push(data);
     }
-    seen.extend(amqp.drain(&queue));
-    assert!(
-        numbers(1, 30).is_subset(&seen),
-        "missing: {:?}",
-        numbers(1, 30).difference(&seen).collect::<Vec<_>>()
-    );
+    received.extend(amqp.drain(&queue));
+    assert_none_missing("SIGTERM", &numbered(1, 30), &received);
 }
 
 fn libc_sigterm() -> i32 {
@@ -151,9 +136,7 @@ fn a_stream_ends_when_its_broker_connection_is_closed() {
     let queue = unique("conn");
     let amqp = Amqp::connect();
     amqp.declare(&queue);
-    for n in 1..=3 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 3));
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     stream.next_data().expect("a first message");
     // The broker closes every connection of this server (as on a broker restart or a
@@ -220,9 +203,7 @@ fn debug_vars_counts_deliveries_of_the_last_second() {
     let amqp = Amqp::connect();
     let queue = unique("rate");
     amqp.declare(&queue);
-    for n in 1..=50 {
-        amqp.publish(&queue, &format!("m{n}"));
-    }
+    amqp.publish_all(&queue, &numbered(1, 50));
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     for _ in 1..=50 {
         stream.next_data().expect("50 messages");

@@ -5,13 +5,7 @@ mod support;
 
 use amiquip::AmqpProperties;
 use std::time::{Duration, Instant};
-use support::{unique, wait_for, Amqp, Event, Server, Stream};
-
-fn publish_numbered(amqp: &Amqp, queue: &str, from: u32, to: u32) {
-    for n in from..=to {
-        amqp.publish(queue, &format!("m{n}"));
-    }
-}
+use support::{numbered, unique, wait_for, Amqp, Event, Server, Stream};
 
 fn read(stream: &mut Stream, count: usize) -> Vec<Event> {
     (0..count)
@@ -56,7 +50,7 @@ fn a_reconnect_with_last_event_id_gets_only_what_it_lacks() {
     let amqp = Amqp::connect();
     let queue = unique("resume");
     amqp.declare(&queue);
-    publish_numbered(&amqp, &queue, 1, 10);
+    amqp.publish_all(&queue, &numbered(1, 10));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
     let events = read(&mut first, 10);
@@ -65,7 +59,7 @@ fn a_reconnect_with_last_event_id_gets_only_what_it_lacks() {
     first.close();
     let mut second = Stream::open(server.addr, &target, &[("Last-Event-ID", &last)]);
     assert_eq!(data(&read(&mut second, 4)), ["m7", "m8", "m9", "m10"]);
-    publish_numbered(&amqp, &queue, 11, 11);
+    amqp.publish_all(&queue, &numbered(11, 11));
     assert_eq!(data(&read(&mut second, 1)), ["m11"]);
 }
 
@@ -75,14 +69,14 @@ fn a_reconnect_that_has_everything_gets_no_duplicates() {
     let amqp = Amqp::connect();
     let queue = unique("nodup");
     amqp.declare(&queue);
-    publish_numbered(&amqp, &queue, 1, 5);
+    amqp.publish_all(&queue, &numbered(1, 5));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
     let last = read(&mut first, 5)[4].id.clone().expect("an id");
     first.close();
     // The polyfill form of Last-Event-ID, as a query parameter.
     let mut second = Stream::open(server.addr, &format!("{target}&lastEventId={last}"), &[]);
-    publish_numbered(&amqp, &queue, 6, 6);
+    amqp.publish_all(&queue, &numbered(6, 6));
     assert_eq!(data(&read(&mut second, 1)), ["m6"]);
 }
 
@@ -93,7 +87,7 @@ fn a_reconnect_without_an_id_gets_the_window_again() {
     let amqp = Amqp::connect();
     let queue = unique("again");
     amqp.declare(&queue);
-    publish_numbered(&amqp, &queue, 1, 3);
+    amqp.publish_all(&queue, &numbered(1, 3));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
     read(&mut first, 3);
@@ -112,7 +106,7 @@ fn the_window_keeps_only_the_newest_deliveries_unacked() {
     let amqp = Amqp::connect();
     let queue = unique("window");
     amqp.declare(&queue);
-    publish_numbered(&amqp, &queue, 1, 10);
+    amqp.publish_all(&queue, &numbered(1, 10));
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     read(&mut stream, 10);
     let unacked = || {
@@ -149,7 +143,7 @@ fn a_new_request_takes_the_queue_over_at_once() {
     let amqp = Amqp::connect();
     let queue = unique("takeover");
     amqp.declare(&queue);
-    publish_numbered(&amqp, &queue, 1, 3);
+    amqp.publish_all(&queue, &numbered(1, 3));
     let target = format!("/?id={queue}");
     let mut old = Stream::open(server.addr, &target, &[]);
     let events = read(&mut old, 3);
@@ -170,7 +164,7 @@ fn a_new_request_takes_the_queue_over_at_once() {
         old.closed_by_server(Duration::from_secs(5)),
         "the old stream is still open"
     );
-    publish_numbered(&amqp, &queue, 4, 4);
+    amqp.publish_all(&queue, &numbered(4, 4));
     assert_eq!(data(&read(&mut new, 1)), ["m4"]);
     server.wait_log("taken over by a new request");
 }

@@ -101,6 +101,13 @@ impl Amqp {
         queue::declare(self.channel(), name, &arguments).expect("declare the queue");
     }
 
+    /// Publishes each of `bodies`, in order.
+    pub fn publish_all(&self, queue: &str, bodies: &[String]) {
+        for body in bodies {
+            self.publish(queue, body);
+        }
+    }
+
     pub fn publish(&self, queue: &str, body: &str) {
         self.publish_with(queue, body.as_bytes(), AmqpProperties::default());
     }

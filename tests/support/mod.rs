@@ -1,10 +1,11 @@
 //! What every integration test needs: the real server binary on a port of its own, a raw-socket
-//! HTTP/SSE client, a publisher on the private test broker, and the faults a test can cause.
-//! Every wait has a deadline.
+//! HTTP/SSE client, a publisher on the private test broker, numbered messages to count losses
+//! with, and the faults a test can cause. Every wait has a deadline.
 //!
 //! - [`server`]: the binary under test and its log.
 //! - [`client`]: one request and its answer; an SSE stream read as a browser reads it.
 //! - [`amqp`]: the test broker, a publisher and declarer on it.
+//! - [`numbered`]: messages `m1`, `m2`, … and the check that none went missing.
 //! - [`faults`]: `rabbitmqctl`, a process's broker connections closed, a relay that goes silent.
 
 // Each test file uses only some of the helpers.
@@ -13,6 +14,7 @@
 pub mod amqp;
 pub mod client;
 pub mod faults;
+pub mod numbered;
 pub mod server;
 
 // The names the tests use; each test file takes only some of them.
@@ -22,6 +24,8 @@ pub use amqp::{amqp_connection, amqp_connection_to, broker_port, broker_url, Amq
 pub use client::{parse_event, read_many, request, Event, Response, Stream};
 #[allow(unused_imports)]
 pub use faults::{broker_connection_ports, close_broker_connections_of, rabbitmqctl, Relay};
+#[allow(unused_imports)]
+pub use numbered::{assert_none_missing, has_all, numbered};
 #[allow(unused_imports)]
 pub use server::Server;
 
