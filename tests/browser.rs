@@ -209,7 +209,7 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
     );
 
     // The server goes away; messages keep being published meanwhile.
-    let (status, _) = server.stop_with(15);
+    let (status, _) = server.stop_with(libc::SIGTERM);
     assert!(status.success());
     wait_for("the page to notice", support::WAIT, || {
         browser.text("document.getElementById('status').dataset.state") == "error"

@@ -203,7 +203,7 @@ fn server_sigkill() {
     let mut reader = Reader::default();
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, support::WAIT, |got| got.len() >= 15);
-    let (status, _) = server.stop_with(9);
+    let (status, _) = server.stop_with(libc::SIGKILL);
     assert!(!status.success());
     reader.drain(&mut stream, Duration::from_secs(5), |_| false);
     amqp.publish_all(&queue, &published[30..]);

@@ -229,6 +229,13 @@ impl Stream {
         }
     }
 
+    /// The next `count` events, skipping comments; panics when the stream ends first.
+    pub fn next_events(&mut self, count: usize) -> Vec<Event> {
+        (0..count)
+            .map(|_| self.next_event().expect("another event"))
+            .collect()
+    }
+
     /// True when the server has closed the stream (reads until end of stream or deadline).
     pub fn closed_by_server(&mut self, within: Duration) -> bool {
         let end = Instant::now() + within;

@@ -1,17 +1,12 @@
-//! Nothing lost, no duplicates for clients that say where they are: event ids, the replay
-//! window, `Last-Event-ID`, takeover of a queue by a reconnecting client, keep-alives.
+//! A client that reconnects loses nothing and, when it says what it has, gets nothing twice:
+//! `Last-Event-ID` (header or query), the replay window of unacked deliveries, a new request
+//! taking the queue over from the old connection, and a move to another instance of the server.
 
 mod support;
 
-use amiquip::AmqpProperties;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::{numbered, unique, wait_for, Amqp, Event, Server, Stream};
-
-fn read(stream: &mut Stream, count: usize) -> Vec<Event> {
-    (0..count)
-        .map(|_| stream.next_event().expect("another event"))
-        .collect()
-}
+use support::{has_all, numbered, unique, wait_for, Amqp, Event, Server, Stream};
 
 fn data(events: &[Event]) -> Vec<String> {
     events
@@ -21,27 +16,32 @@ fn data(events: &[Event]) -> Vec<String> {
 }
 
 #[test]
-fn every_event_has_an_id_and_the_publishers_message_id_wins() {
+fn a_client_that_closes_mid_stream_loses_nothing() {
     let server = Server::start(&[]).ready();
     let amqp = Amqp::connect();
-    let queue = unique("ids");
+    let queue = unique("close");
     amqp.declare(&queue);
-    amqp.publish(&queue, "plain");
-    amqp.publish_with(
-        &queue,
-        b"named",
-        AmqpProperties::default().with_message_id("order-7".into()),
-    );
-    let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    let events = read(&mut stream, 2);
-    assert!(
-        events[0]
-            .id
-            .as_deref()
-            .is_some_and(|id| id.starts_with('h') && id.len() == 17),
-        "{events:?}"
-    );
-    assert_eq!(events[1].id.as_deref(), Some("order-7"));
+    amqp.publish_all(&queue, &numbered(1, 5));
+    let mut first = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    let mut seen = BTreeSet::new();
+    for _ in 1..=5 {
+        seen.insert(first.next_data().expect("messages 1 to 5"));
+    }
+    assert_eq!(seen, BTreeSet::from_iter(numbered(1, 5)));
+    first.close();
+    // Published after the client left: the server writes into a dead connection.
+    amqp.publish_all(&queue, &numbered(6, 10));
+    server.wait_log("client gone");
+    let mut second = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    assert_eq!(second.status, 200);
+    let mut later = Vec::new();
+    while !has_all(&later, &numbered(6, 10)) {
+        later.push(
+            second
+                .next_data()
+                .expect("messages 6 to 10 on the next connection"),
+        );
+    }
 }
 
 #[test]
@@ -53,14 +53,14 @@ fn a_reconnect_with_last_event_id_gets_only_what_it_lacks() {
     amqp.publish_all(&queue, &numbered(1, 10));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
-    let events = read(&mut first, 10);
+    let events = first.next_events(10);
     // The browser processed up to m6 when the network dropped.
     let last = events[5].id.clone().expect("an id");
     first.close();
     let mut second = Stream::open(server.addr, &target, &[("Last-Event-ID", &last)]);
-    assert_eq!(data(&read(&mut second, 4)), ["m7", "m8", "m9", "m10"]);
+    assert_eq!(data(&second.next_events(4)), ["m7", "m8", "m9", "m10"]);
     amqp.publish_all(&queue, &numbered(11, 11));
-    assert_eq!(data(&read(&mut second, 1)), ["m11"]);
+    assert_eq!(data(&second.next_events(1)), ["m11"]);
 }
 
 #[test]
@@ -72,12 +72,12 @@ fn a_reconnect_that_has_everything_gets_no_duplicates() {
     amqp.publish_all(&queue, &numbered(1, 5));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
-    let last = read(&mut first, 5)[4].id.clone().expect("an id");
+    let last = first.next_events(5)[4].id.clone().expect("an id");
     first.close();
     // The polyfill form of Last-Event-ID, as a query parameter.
     let mut second = Stream::open(server.addr, &format!("{target}&lastEventId={last}"), &[]);
     amqp.publish_all(&queue, &numbered(6, 6));
-    assert_eq!(data(&read(&mut second, 1)), ["m6"]);
+    assert_eq!(data(&second.next_events(1)), ["m6"]);
 }
 
 #[test]
@@ -90,10 +90,10 @@ fn a_reconnect_without_an_id_gets_the_window_again() {
     amqp.publish_all(&queue, &numbered(1, 3));
     let target = format!("/?id={queue}");
     let mut first = Stream::open(server.addr, &target, &[]);
-    read(&mut first, 3);
+    first.next_events(3);
     first.close();
     let mut second = Stream::open(server.addr, &target, &[]);
-    assert_eq!(data(&read(&mut second, 3)), ["m1", "m2", "m3"]);
+    assert_eq!(data(&second.next_events(3)), ["m1", "m2", "m3"]);
 }
 
 #[test]
@@ -108,7 +108,7 @@ fn the_window_keeps_only_the_newest_deliveries_unacked() {
     amqp.declare(&queue);
     amqp.publish_all(&queue, &numbered(1, 10));
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    read(&mut stream, 10);
+    stream.next_events(10);
     let unacked = || {
         let listing = support::rabbitmqctl(&[
             "list_queues",
@@ -146,7 +146,7 @@ fn a_new_request_takes_the_queue_over_at_once() {
     amqp.publish_all(&queue, &numbered(1, 3));
     let target = format!("/?id={queue}");
     let mut old = Stream::open(server.addr, &target, &[]);
-    let events = read(&mut old, 3);
+    let events = old.next_events(3);
     // The same browser, reconnecting from a new network while the old connection lingers.
     let began = Instant::now();
     let mut new = Stream::open(
@@ -165,30 +165,57 @@ fn a_new_request_takes_the_queue_over_at_once() {
         "the old stream is still open"
     );
     amqp.publish_all(&queue, &numbered(4, 4));
-    assert_eq!(data(&read(&mut new, 1)), ["m4"]);
+    assert_eq!(data(&new.next_events(1)), ["m4"]);
     server.wait_log("taken over by a new request");
 }
 
 #[test]
-fn an_idle_stream_gets_keepalive_comments() {
-    let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "1")]).ready();
-    let mut stream = Stream::open(server.addr, &format!("/?id={}", unique("keepalive")), &[]);
-    assert_eq!(stream.next_frame().as_deref(), Some(": SSE stream"));
-    assert_eq!(stream.next_frame().as_deref(), Some(": keep-alive"));
-}
-
-#[test]
-fn a_client_that_left_silently_is_found_by_the_keepalive() {
-    let server = Server::start(&[
-        ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
-        ("EVENTSOURCED_QUEUE_CONFLICT", "reject"),
-    ])
-    .ready();
-    let queue = unique("silent");
-    let first = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    first.close();
-    server.wait_log("client gone");
-    // The queue is free again, even for a server that refuses conflicts.
-    let second = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    assert_eq!(second.status, 200);
+fn a_client_moving_between_two_instances_continues_without_loss() {
+    let keepalive = [("EVENTSOURCED_SERVER_KEEPALIVE", "1")];
+    let (a, b) = (
+        Server::start(&keepalive).ready(),
+        Server::start(&keepalive).ready(),
+    );
+    let amqp = Amqp::connect();
+    let queue = unique("moving");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 10));
+    let target = format!("/?id={queue}");
+    let mut on_a = Stream::open(a.addr, &target, &[]);
+    let mut seen: Vec<String> = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let event = on_a.next_event().expect("an event from a");
+        last = event.id;
+        seen.extend(event.data);
+    }
+    // The balancer sends the client to b; its connection to a is gone.
+    on_a.close();
+    amqp.publish_all(&queue, &numbered(11, 15));
+    let last = last.expect("an id");
+    let mut on_b = None;
+    wait_for(
+        "b to take the queue over once a let go",
+        Duration::from_secs(15),
+        || {
+            match Stream::try_open(b.addr, &target, &[("Last-Event-ID", &last)]) {
+                Some(s) if s.status == 200 => {
+                    on_b = Some(s);
+                    true
+                }
+                Some(s) => {
+                    // While a still holds the consumer: 503 with Retry-After.
+                    assert_eq!(s.status, 503);
+                    assert_eq!(s.header("Retry-After"), Some("1"));
+                    false
+                }
+                None => false,
+            }
+        },
+    );
+    let mut on_b = on_b.expect("a stream on b");
+    while seen.len() < 15 {
+        seen.extend(on_b.next_event().expect("an event from b").data);
+    }
+    assert_eq!(seen, numbered(1, 15));
 }
