@@ -6,13 +6,15 @@
 mod support;
 
 use amiquip::{ConsumerMessage, ConsumerOptions};
+use eventsourced::config::{self, Search};
+use eventsourced::stream::StreamSettings;
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{unique, Amqp, Server, Stream};
+use support::{unique, Amqp, Server, Stream, TempDir};
 
 /// A figure for the table: what, through the bridge, the baseline, and a note.
 struct Row {
@@ -160,17 +162,15 @@ fn fill(amqp: &Amqp, queue: &str, count: usize) {
     }
 }
 
-/// The QoS the server uses on a stream (prefetch + replay window, defaults or from the
-/// environment, which the server inherits), so the raw consumer gets the same.
+/// The QoS the server uses on a stream, so the raw consumer gets the same: computed by the
+/// server's own code from the same settings (the defaults, and `EVENTSOURCED_QUEUE_*` from the
+/// environment, which the server inherits).
 fn qos() -> u16 {
-    let var = |name: &str, default: u16| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    var("EVENTSOURCED_QUEUE_PREFETCH", 256)
-        .saturating_add(var("EVENTSOURCED_QUEUE_REPLAY_WINDOW", 128))
+    let dir = TempDir::new("bench-config");
+    let file = dir.path.join("config.yml");
+    std::fs::write(&file, "{}\n").expect("write the bench config");
+    let config = config::load(Search::File(file)).expect("the server's settings");
+    StreamSettings::from(&config).qos()
 }
 
 fn throughput(count: usize) -> Vec<Row> {

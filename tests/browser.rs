@@ -12,7 +12,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{unique, wait_for, Amqp, Server, TempDir};
+use support::{numbered, unique, wait_for, Amqp, Server, TempDir};
 
 struct Browser {
     child: Child,
@@ -173,10 +173,6 @@ fn string_field(json: &str, field: &str) -> Option<String> {
     Some(json[start..end].to_string())
 }
 
-fn numbered(from: u32, to: u32) -> Vec<String> {
-    (from..=to).map(|n| format!("m{n}")).collect()
-}
-
 #[test]
 fn the_example_page_receives_and_reconnects_after_a_restart() {
     let Some(mut browser) = Browser::launch() else {
@@ -199,9 +195,7 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
     let amqp = Amqp::connect();
     let queue = unique("browser");
     amqp.declare(&queue);
-    for m in numbered(1, 3) {
-        amqp.publish(&queue, &m);
-    }
+    amqp.publish_all(&queue, &numbered(1, 3));
     let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/browser.html");
     browser.open(&format!(
         "file://{page}?server=http://{address}&id={queue}&start"
@@ -215,18 +209,14 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
     );
 
     // The server goes away; messages keep being published meanwhile.
-    let (status, _) = server.stop_with(15);
+    let (status, _) = server.stop_with(libc::SIGTERM);
     assert!(status.success());
     wait_for("the page to notice", support::WAIT, || {
         browser.text("document.getElementById('status').dataset.state") == "error"
     });
-    for m in numbered(4, 6) {
-        amqp.publish(&queue, &m);
-    }
+    amqp.publish_all(&queue, &numbered(4, 6));
     let _server = Server::start(&settings).ready();
-    for m in numbered(7, 8) {
-        amqp.publish(&queue, &m);
-    }
+    amqp.publish_all(&queue, &numbered(7, 8));
     wait_for(
         "the page to reconnect and catch up",
         Duration::from_secs(30),

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
@@ -14,15 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{unique, wait_for, Amqp, Server, Stream, TempDir};
+use support::{
+    assert_none_missing, has_all, numbered, unique, wait_for, Amqp, Server, Stream, TempDir,
+};
 
 /// The longest a fault test waits for its messages.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Messages `m{from}` to `m{to}`.
-fn numbered(from: u32, to: u32) -> Vec<String> {
-    (from..=to).map(|n| format!("m{n}")).collect()
-}
 
 /// A client's view of one queue across reconnects.
 #[derive(Default)]
@@ -83,38 +79,6 @@ impl Reader {
     }
 }
 
-fn has_all(received: &[String], expected: &[String]) -> bool {
-    let got: BTreeSet<&String> = received.iter().collect();
-    expected.iter().all(|m| got.contains(m))
-}
-
-/// Prints the fault's line and fails when anything published is missing.
-fn report(fault: &str, published: &[String], received: &[String]) {
-    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
-    for m in received {
-        *counts.entry(m).or_default() += 1;
-    }
-    let missing: Vec<&String> = published
-        .iter()
-        .filter(|m| !counts.contains_key(m))
-        .collect();
-    let duplicated: usize = counts.values().map(|n| n - 1).sum();
-    eprintln!(
-        "fault: {fault:<32} published {:>4}  received {:>4}  missing {:>2}  duplicated {:>3}",
-        published.len(),
-        received.len(),
-        missing.len(),
-        duplicated
-    );
-    assert!(missing.is_empty(), "{fault}: missing {missing:?}");
-}
-
-fn publish_all(amqp: &Amqp, queue: &str, messages: &[String]) {
-    for m in messages {
-        amqp.publish(queue, m);
-    }
-}
-
 /// A client leaves (FIN or RST) in the middle of a stream; messages keep coming.
 fn client_leaves(fault: &str, reset: bool) {
     let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "1")]).ready();
@@ -122,7 +86,7 @@ fn client_leaves(fault: &str, reset: bool) {
     let queue = unique(&fault.replace(' ', "-"));
     amqp.declare(&queue);
     let published = numbered(1, 40);
-    publish_all(&amqp, &queue, &published[..20]);
+    amqp.publish_all(&queue, &published[..20]);
     let mut reader = Reader::default();
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
@@ -147,10 +111,10 @@ fn client_leaves(fault: &str, reset: bool) {
     } else {
         stream.close();
     }
-    publish_all(&amqp, &queue, &published[20..]);
+    amqp.publish_all(&queue, &published[20..]);
     server.wait_log("client gone");
     reader.read_all(|| server.addr, &queue, &published);
-    report(fault, &published, &reader.received);
+    assert_none_missing(&format!("fault: {fault}"), &published, &reader.received);
 }
 
 #[test]
@@ -207,7 +171,11 @@ fn client_stops_reading_then_vanishes() {
         }
     }
     reader.received = numbers(&reader.received);
-    report("client stalls, then vanishes", &published, &reader.received);
+    assert_none_missing(
+        "fault: client stalls, then vanishes",
+        &published,
+        &reader.received,
+    );
 }
 
 fn set_receive_buffer(socket: &TcpStream, bytes: libc::c_int) {
@@ -231,17 +199,17 @@ fn server_sigkill() {
     let queue = unique("kill");
     amqp.declare(&queue);
     let published = numbered(1, 60);
-    publish_all(&amqp, &queue, &published[..30]);
+    amqp.publish_all(&queue, &published[..30]);
     let mut reader = Reader::default();
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, support::WAIT, |got| got.len() >= 15);
-    let (status, _) = server.stop_with(9);
+    let (status, _) = server.stop_with(libc::SIGKILL);
     assert!(!status.success());
     reader.drain(&mut stream, Duration::from_secs(5), |_| false);
-    publish_all(&amqp, &queue, &published[30..]);
+    amqp.publish_all(&queue, &published[30..]);
     let server = Server::start(&[]).ready();
     reader.read_all(|| server.addr, &queue, &published);
-    report("server SIGKILL", &published, &reader.received);
+    assert_none_missing("fault: server SIGKILL", &published, &reader.received);
 }
 
 #[test]
@@ -251,7 +219,7 @@ fn queue_deleted() {
     let queue = unique("deleted");
     amqp.declare(&queue);
     let published = numbered(1, 20);
-    publish_all(&amqp, &queue, &published);
+    amqp.publish_all(&queue, &published);
     let mut reader = Reader::default();
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, support::WAIT, |got| has_all(got, &published));
@@ -262,7 +230,7 @@ fn queue_deleted() {
         !body.contains("data: \n\n"),
         "an empty event was sent:\n{body}"
     );
-    report("queue deleted", &published, &reader.received);
+    assert_none_missing("fault: queue deleted", &published, &reader.received);
 }
 
 #[test]
@@ -272,7 +240,7 @@ fn pool_exhausted() {
     let (busy, queue) = (unique("busy"), unique("waiting"));
     amqp.declare(&queue);
     let published = numbered(1, 20);
-    publish_all(&amqp, &queue, &published);
+    amqp.publish_all(&queue, &published);
     let holder = Stream::open(server.addr, &format!("/?id={busy}"), &[]);
     assert_eq!(holder.status, 200);
     let refused = server.get(&format!("/?id={queue}"), &[]);
@@ -285,7 +253,7 @@ fn pool_exhausted() {
     amqp.publish(&busy, "nudge");
     let mut reader = Reader::default();
     reader.read_all(|| server.addr, &queue, &published);
-    report("pool exhausted", &published, &reader.received);
+    assert_none_missing("fault: pool exhausted", &published, &reader.received);
 }
 
 #[test]
@@ -306,11 +274,15 @@ fn slowloris() {
     let queue = unique("loris");
     amqp.declare(&queue);
     let published = numbered(1, 20);
-    publish_all(&amqp, &queue, &published);
+    amqp.publish_all(&queue, &published);
     let mut reader = Reader::default();
     reader.read_all(|| server.addr, &queue, &published);
     drop(slow);
-    report("slowloris (200 slow clients)", &published, &reader.received);
+    assert_none_missing(
+        "fault: slowloris (200 slow clients)",
+        &published,
+        &reader.received,
+    );
 }
 
 /// A private broker of this test's own, which it may stop and start.
@@ -446,7 +418,7 @@ fn broker_restart() {
     reading.join().unwrap();
     let published = confirmed.lock().unwrap().clone();
     let received = reader.lock().unwrap().received.clone();
-    report("broker restart", &published, &received);
+    assert_none_missing("fault: broker restart", &published, &received);
 }
 
 /// A client host of its own: a network namespace joined to this one by a veth pair, so that
@@ -577,7 +549,7 @@ fn network_partition() {
     let queue = unique("partition");
     amqp.declare(&queue);
     let published = numbered(1, 200);
-    publish_all(&amqp, &queue, &published[..10]);
+    amqp.publish_all(&queue, &published[..10]);
     let mut reader = Reader::default();
     let connect = || host.connect(server.addr);
     let mut stream = reader
@@ -586,7 +558,7 @@ fn network_partition() {
     reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
     // The link goes; the server keeps writing into the void until TCP gives up.
     host.link(false);
-    publish_all(&amqp, &queue, &published[10..]);
+    amqp.publish_all(&queue, &published[10..]);
     server.wait_log("client gone");
     host.link(true);
     drop(stream);
@@ -599,5 +571,5 @@ fn network_partition() {
             None => thread::sleep(Duration::from_millis(300)),
         }
     }
-    report("network partition", &published, &reader.received);
+    assert_none_missing("fault: network partition", &published, &reader.received);
 }

@@ -215,6 +215,18 @@ fn query_values_are_percent_decoded() {
 }
 
 #[test]
+fn a_header_can_name_the_queue() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_PATTERN", "user.${header:X-User}")]).ready();
+    let amqp = Amqp::connect();
+    let user = unique("hdr");
+    let queue = format!("user.{user}");
+    amqp.declare(&queue);
+    amqp.publish(&queue, "for you");
+    let mut stream = Stream::open(server.addr, "/", &[("X-User", &user)]);
+    assert_eq!(stream.next_data().as_deref(), Some("for you"));
+}
+
+#[test]
 fn refused_names_answer_503_with_the_reason() {
     let server =
         Server::start(&[("EVENTSOURCED_QUEUE_PATTERN", "${query:id}${cookie:sid}")]).ready();
@@ -255,34 +267,6 @@ fn a_message_published_before_the_client_connects_is_delivered() {
     // And one published while connected arrives too.
     amqp.publish(&queue, "live");
     assert_eq!(stream.next_data().as_deref(), Some("live"));
-}
-
-#[test]
-fn a_queue_declared_by_the_original_is_accepted() {
-    // The original declares x-expires as a signed 32-bit integer; a different type would make
-    // the broker refuse our declaration (PRECONDITION_FAILED).
-    let server = Server::start(&[("EVENTSOURCED_QUEUE_EXPIRES", "1800")]).ready();
-    let amqp = Amqp::connect();
-    let queue = unique("compat");
-    amqp.declare(&queue);
-    let stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
-    assert_eq!(stream.status, 200);
-}
-
-#[test]
-fn debug_vars_counts_consumers() {
-    let server = Server::start(&[]).ready();
-    let vars = |server: &Server| String::from_utf8(server.get("/debug/vars", &[]).body).unwrap();
-    let before = vars(&server);
-    assert!(before.contains("\"eventsourced\""), "{before}");
-    assert!(before.contains("\"Broker\": 1"), "{before}");
-    assert!(before.contains("\"Consumer\": 0"), "{before}");
-    for key in ["\"Delivery\"", "\"Threads\"", "\"Uptime\""] {
-        assert!(before.contains(key), "{before}");
-    }
-    let stream = Stream::open(server.addr, &format!("/?id={}", unique("vars")), &[]);
-    assert_eq!(stream.status, 200);
-    assert!(vars(&server).contains("\"Consumer\": 1"));
 }
 
 #[test]

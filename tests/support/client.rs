@@ -1,0 +1,352 @@
+//! The client side of the wire, on raw sockets: one request and its whole answer, and an SSE
+//! stream read frame by frame. The bytes it reads are exactly what a browser would get, so
+//! tests assert those bytes.
+
+use super::WAIT;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// A complete answer to a request that is not a stream.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request with `Connection: close` and reads the whole answer.
+pub fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect to the server");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    let split = find(&raw, b"\r\n\r\n").expect("a complete response head");
+    let (status, headers) = parse_head(&raw[..split]);
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, headers)
+}
+
+/// An SSE client on a raw socket: the bytes it reads are exactly what a browser would get.
+pub struct Stream {
+    socket: TcpStream,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Body bytes read so far and not yet taken.
+    pending: Vec<u8>,
+    /// Every body byte read since the head.
+    pub body: Vec<u8>,
+}
+
+impl Stream {
+    pub fn open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Stream {
+        Stream::try_open(addr, target, headers).expect("a response head from the server")
+    }
+
+    /// Opens a stream from a socket made by `connect`: the response head, or `None` when the
+    /// connection fails or closes first.
+    pub fn try_open_with(
+        connect: impl FnOnce() -> std::io::Result<TcpStream>,
+        addr: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Stream> {
+        let mut socket = connect().ok()?;
+        let mut text =
+            format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        socket.write_all(text.as_bytes()).ok()?;
+        let mut stream = Stream {
+            socket,
+            status: 0,
+            headers: Vec::new(),
+            pending: Vec::new(),
+            body: Vec::new(),
+        };
+        let end = Instant::now() + WAIT;
+        let mut raw = Vec::new();
+        let split = loop {
+            if let Some(i) = find(&raw, b"\r\n\r\n") {
+                break i;
+            }
+            if Instant::now() >= end || stream.fill(&mut raw, end) == Fill::Closed {
+                return None;
+            }
+        };
+        let (status, headers) = parse_head(&raw[..split]);
+        stream.status = status;
+        stream.headers = headers;
+        stream.pending = raw[split + 4..].to_vec();
+        stream.body = stream.pending.clone();
+        Some(stream)
+    }
+
+    pub fn try_open(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Option<Stream> {
+        Stream::try_open_with(|| TcpStream::connect(addr), addr, target, headers)
+    }
+
+    /// The socket, for tests that change its options.
+    pub fn socket(&self) -> &TcpStream {
+        &self.socket
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads more bytes into `into`, waiting at most until `end`.
+    fn fill(&mut self, into: &mut Vec<u8>, end: Instant) -> Fill {
+        let left = end
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.socket.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 16 * 1024];
+        match self.socket.read(&mut chunk) {
+            Ok(0) => Fill::Closed,
+            Ok(n) => {
+                into.extend_from_slice(&chunk[..n]);
+                Fill::Data
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Fill::Timeout
+            }
+            Err(_) => Fill::Closed,
+        }
+    }
+
+    /// The next frame (event or comment, without its final empty line) within `within`:
+    /// `Ok(None)` when the server closed the stream, `Err(())` on the deadline.
+    pub fn next_frame_within(&mut self, within: Duration) -> Result<Option<String>, ()> {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(i) = find(&self.pending, b"\n\n") {
+                let frame = String::from_utf8_lossy(&self.pending[..i]).to_string();
+                self.pending.drain(..i + 2);
+                return Ok(Some(frame));
+            }
+            let mut more = Vec::new();
+            match self.fill(&mut more, end) {
+                Fill::Closed => return Ok(None),
+                Fill::Timeout if Instant::now() >= end => return Err(()),
+                _ => {}
+            }
+            self.body.extend_from_slice(&more);
+            self.pending.extend_from_slice(&more);
+        }
+    }
+
+    /// The next frame, or `None` when the server closed the stream; panics after `WAIT`.
+    pub fn next_frame(&mut self) -> Option<String> {
+        self.next_frame_within(WAIT)
+            .expect("timed out reading the stream")
+    }
+
+    /// The next event within `within`, skipping comments: `Ok(None)` at end of stream.
+    pub fn next_event_within(&mut self, within: Duration) -> Result<Option<Event>, ()> {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.next_frame_within(left)? {
+                None => return Ok(None),
+                Some(frame) => {
+                    let event = parse_event(&frame);
+                    if event.data.is_some() {
+                        return Ok(Some(event));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event's data (lines joined with `\n`), skipping comments.
+    pub fn next_data(&mut self) -> Option<String> {
+        loop {
+            let event = parse_event(&self.next_frame()?);
+            if let Some(data) = event.data {
+                return Some(data);
+            }
+        }
+    }
+
+    /// The next event, skipping comments.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let event = parse_event(&self.next_frame()?);
+            if event.data.is_some() {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next `count` events, skipping comments; panics when the stream ends first.
+    pub fn next_events(&mut self, count: usize) -> Vec<Event> {
+        (0..count)
+            .map(|_| self.next_event().expect("another event"))
+            .collect()
+    }
+
+    /// True when the server has closed the stream (reads until end of stream or deadline).
+    pub fn closed_by_server(&mut self, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        let mut rest = Vec::new();
+        while Instant::now() < end {
+            let left = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 4096];
+            match self.socket.read(&mut chunk) {
+                Ok(0) => {
+                    self.body.extend_from_slice(&rest);
+                    self.pending.extend_from_slice(&rest);
+                    return true;
+                }
+                Ok(n) => rest.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
+            }
+        }
+        self.body.extend_from_slice(&rest);
+        self.pending.extend_from_slice(&rest);
+        false
+    }
+
+    /// Closes the socket with FIN, as a tab being closed does.
+    pub fn close(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Data,
+    Timeout,
+    Closed,
+}
+
+/// One event as `EventSource` sees it: its fields, the `data:` lines joined with `\n`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+}
+
+/// The event in `frame` (a frame without its final empty line); a comment has no data.
+pub fn parse_event(frame: &str) -> Event {
+    let mut event = Event::default();
+    for line in frame.split('\n') {
+        let (field, value) = line.split_once(": ").unwrap_or((line, ""));
+        match field {
+            "id" => event.id = Some(value.to_string()),
+            "event" => event.event = Some(value.to_string()),
+            "data" => match &mut event.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => event.data = Some(value.to_string()),
+            },
+            _ => {}
+        }
+    }
+    event
+}
+
+/// Opens one stream per queue, all at the same moment, each reading until it has `messages`
+/// distinct events (or its stream ends). Returns what each queue's stream received, and the
+/// time from the common start until the last stream had everything.
+pub fn read_many(
+    addr: SocketAddr,
+    queues: &[String],
+    messages: usize,
+) -> (Vec<BTreeSet<String>>, Duration) {
+    let start = Arc::new(std::sync::Barrier::new(queues.len() + 1));
+    let readers: Vec<_> = queues
+        .iter()
+        .map(|queue| {
+            let (target, start) = (format!("/?id={queue}"), Arc::clone(&start));
+            thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    start.wait();
+                    let mut seen = BTreeSet::new();
+                    let Some(mut stream) = Stream::try_open(addr, &target, &[]) else {
+                        return seen;
+                    };
+                    while seen.len() < messages {
+                        match stream.next_event_within(WAIT) {
+                            Ok(Some(event)) => {
+                                seen.insert(event.data.unwrap_or_default());
+                            }
+                            _ => break,
+                        }
+                    }
+                    seen
+                })
+                .expect("a reader thread")
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let received = readers
+        .into_iter()
+        .map(|r| r.join().unwrap_or_default())
+        .collect();
+    (received, began.elapsed())
+}
