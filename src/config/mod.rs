@@ -520,6 +520,40 @@ mod tests {
     }
 
     #[test]
+    fn the_dist_file_sets_exactly_the_defaults() {
+        let dist = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yml-dist"));
+        let written: Value = serde_yaml::from_str(dist).unwrap();
+        let defaults = layers::defaults();
+        let keys = |value: &Value| -> Vec<(String, String)> {
+            let mut keys = Vec::new();
+            for (section, values) in value.as_mapping().unwrap() {
+                for key in values.as_mapping().unwrap().keys() {
+                    keys.push((
+                        section.as_str().unwrap().to_string(),
+                        key.as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+            keys
+        };
+        for (section, key) in keys(&written) {
+            assert_eq!(
+                written[section.as_str()].get(&key),
+                defaults[section.as_str()].get(&key),
+                "config.yml-dist sets {section}.{key} to something other than the default"
+            );
+        }
+        let shown = keys(&written);
+        for (section, key) in keys(&defaults) {
+            assert!(
+                shown.contains(&(section.clone(), key.clone())),
+                "config.yml-dist does not show {section}.{key}"
+            );
+        }
+        assert_eq!(resolve(&[dist]).to_yaml(), Config::default().to_yaml());
+    }
+
+    #[test]
     fn every_key_has_its_variable_read_by_the_type_of_its_default() {
         let keys = layers::environment_keys();
         let reading = |section: &str, key: &str| {
