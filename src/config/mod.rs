@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// Percent by which `retry` is moved at random, up or down, per stream.
     #[serde(deserialize_with = "values::percent")]
     pub retry_jitter: u8,
+    /// Whether an EventSource client refused for a passing reason gets a 200 event stream that
+    /// tells it to come back (a browser gives up on a 503 for good); off answers the original's
+    /// 503.
+    pub retry_refusals: bool,
     /// Seconds open streams are left running after SIGTERM while new ones are refused.
     pub drain: u64,
 }
@@ -90,6 +94,7 @@ impl Default for ServerConfig {
             event_types: false,
             retry: 0,
             retry_jitter: 20,
+            retry_refusals: true,
             drain: 0,
         }
     }
@@ -126,8 +131,14 @@ pub struct QueueConfig {
     /// Deliveries the broker may have in flight to one stream before it waits for acks.
     #[serde(deserialize_with = "values::prefetch")]
     pub prefetch: u16,
-    /// Written deliveries kept unacked until this many newer ones are written.
+    /// Written deliveries held unacked at most per stream, until the client can be taken to
+    /// have them.
     pub replay_window: u16,
+    /// Bytes of frames held unacked at most per stream.
+    pub replay_bytes: u64,
+    /// Seconds after which a held delivery is acked, however few are held.
+    #[serde(deserialize_with = "values::age_seconds")]
+    pub replay_age: u64,
     /// What a request for a queue that is being streamed gets.
     pub conflict: Conflict,
     /// Exchanges the client's queue is bound to on every connect.
@@ -142,7 +153,9 @@ impl Default for QueueConfig {
             pattern: Pattern::parse("${query:id}").expect("the default pattern is valid"),
             expires: 1800,
             prefetch: 256,
-            replay_window: 128,
+            replay_window: 4096,
+            replay_bytes: 4 << 20,
+            replay_age: 120,
             conflict: Conflict::Takeover,
             bind: Vec::new(),
             arguments: BTreeMap::new(),
@@ -581,8 +594,8 @@ mod tests {
         assert_eq!(reading("server", "workers"), Some(Reading::Yaml));
         assert_eq!(reading("header", "cors"), Some(Reading::Yaml));
         assert_eq!(
-            environment_variable("queue", "replay_window"),
-            "EVENTSOURCED_QUEUE_REPLAY_WINDOW"
+            environment_variable("queue", "replay_bytes"),
+            "EVENTSOURCED_QUEUE_REPLAY_BYTES"
         );
     }
 
@@ -595,7 +608,9 @@ mod tests {
                 ("EVENTSOURCED_QUEUE_PATTERN", "user.${header:X-User}"),
                 ("EVENTSOURCED_QUEUE_CONFLICT", "reject"),
                 ("EVENTSOURCED_SERVER_WORKERS", "8"),
+                ("EVENTSOURCED_QUEUE_REPLAY_BYTES", "65536"),
                 ("EVENTSOURCED_SERVER_EVENT_IDS", "false"),
+                ("EVENTSOURCED_SERVER_RETRY_REFUSALS", "false"),
                 ("EVENTSOURCED_QUEUE_BIND", "[{exchange: news}]"),
                 (
                     "EVENTSOURCED_BROKER_NODE",
@@ -616,7 +631,9 @@ mod tests {
         );
         assert_eq!(config.queue.conflict, Conflict::Reject);
         assert_eq!(config.server.workers, 8);
+        assert_eq!(config.queue.replay_bytes, 65536);
         assert!(!config.server.event_ids);
+        assert!(!config.server.retry_refusals);
         assert_eq!(config.queue.bind.len(), 1);
         let nodes: Vec<&str> = config
             .broker
@@ -635,7 +652,7 @@ mod tests {
             "GET, OPTIONS"
         );
         assert_eq!(config.queue.arguments.len(), 2);
-        assert_eq!(config.sources.len(), 10);
+        assert_eq!(config.sources.len(), 12);
         assert_eq!(
             config.sources[1],
             "environment variable EVENTSOURCED_SERVER_ADDRESS"
@@ -676,5 +693,36 @@ mod tests {
             environment_error(&[("EVENTSOURCED_BROKER_NODE", "amqp://h/,amqps://u:pw@h/")]);
         assert!(message.contains("EVENTSOURCED_BROKER_NODE"), "{message}");
         assert!(!message.contains("pw"), "{message}");
+    }
+
+    #[test]
+    fn the_new_keys_have_their_defaults_checks_and_dump() {
+        let config = Config::default();
+        assert_eq!(config.queue.replay_window, 4096);
+        assert_eq!(config.queue.replay_bytes, 4_194_304);
+        assert_eq!(config.queue.replay_age, 120);
+        assert!(config.server.retry_refusals);
+        let text = config.to_yaml();
+        for line in [
+            "  replay_window: 4096\n",
+            "  replay_bytes: 4194304\n",
+            "  replay_age: 120\n",
+            "  retry_refusals: true\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let config = resolve(&[
+            "queue: {replay_window: 0, replay_bytes: 0, replay_age: 0}\nserver: {retry_refusals: false}",
+        ]);
+        assert_eq!(config.queue.replay_window, 0);
+        assert_eq!(config.queue.replay_bytes, 0);
+        assert_eq!(config.queue.replay_age, 0);
+        assert!(!config.server.retry_refusals);
+        let message = error_of("queue:\n  replay_age: 86401\n");
+        assert!(message.contains("queue.replay_age"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(error_of("queue: {replay_window: 65536}").contains("queue.replay_window"));
+        assert!(error_of("queue: {replay_bytes: -1}").contains("queue.replay_bytes"));
+        assert!(error_of("server: {retry_refusals: maybe}").contains("server.retry_refusals"));
     }
 }

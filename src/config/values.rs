@@ -51,6 +51,14 @@ pub fn timeout_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error>
     })
 }
 
+/// An age in whole seconds, where zero is a real setting (at once).
+pub fn age_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    checked_u64(d, |n| match n {
+        0..=DAY_SECS => Ok(n),
+        n => Err(format!("{n} must be from 0 to {DAY_SECS} seconds")),
+    })
+}
+
 pub fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     checked_u64(d, |n| match u8::try_from(n) {
         Ok(p @ 0..=100) => Ok(p),
