@@ -21,6 +21,8 @@ pub enum ConfigError {
     TwoSecrets { sources: String },
     /// The secret in force is empty: signed URLs would be signed with nothing.
     EmptySecret { sources: String },
+    /// `queue.prefetch + queue.replay_window` does not fit the broker's prefetch count.
+    QosTooLarge { prefetch: u16, replay_window: u16 },
 }
 
 impl fmt::Display for ConfigError {
@@ -36,6 +38,16 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptySecret { sources } => {
                 write!(f, "{sources}: auth: the secret is empty")
             }
+            ConfigError::QosTooLarge {
+                prefetch,
+                replay_window,
+            } => write!(
+                f,
+                "queue.prefetch ({prefetch}) + queue.replay_window ({replay_window}) is {}, over \
+                 65535: a stream asks the broker for both at once, and RabbitMQ's prefetch is a \
+                 16-bit count",
+                u32::from(*prefetch) + u32::from(*replay_window)
+            ),
         }
     }
 }

@@ -281,6 +281,13 @@ impl Config {
                 message: e.to_string(),
             })?;
         config.auth.key = config.auth.key(&joined)?;
+        let (prefetch, replay_window) = (config.queue.prefetch, config.queue.replay_window);
+        if prefetch.checked_add(replay_window).is_none() {
+            return Err(ConfigError::QosTooLarge {
+                prefetch,
+                replay_window,
+            });
+        }
         config.sources = sources;
         Ok(config)
     }
@@ -724,5 +731,29 @@ mod tests {
         assert!(error_of("queue: {replay_window: 65536}").contains("queue.replay_window"));
         assert!(error_of("queue: {replay_bytes: -1}").contains("queue.replay_bytes"));
         assert!(error_of("server: {retry_refusals: maybe}").contains("server.retry_refusals"));
+    }
+
+    #[test]
+    fn prefetch_and_the_replay_window_must_fit_one_prefetch_count() {
+        let fits = resolve(&["queue: {prefetch: 255, replay_window: 65280}"]);
+        assert_eq!(fits.queue.prefetch, 255);
+        let over = stacked(
+            &["queue: {prefetch: 256}"],
+            &[("EVENTSOURCED_QUEUE_REPLAY_WINDOW", "65280")],
+        );
+        let Err(error) = over else {
+            panic!("accepted a prefetch count over 65535");
+        };
+        assert!(matches!(
+            error,
+            ConfigError::QosTooLarge {
+                prefetch: 256,
+                replay_window: 65280
+            }
+        ));
+        let message = error.to_string();
+        assert!(message.contains("queue.prefetch"), "{message}");
+        assert!(message.contains("queue.replay_window"), "{message}");
+        assert!(message.contains("65536"), "{message}");
     }
 }
