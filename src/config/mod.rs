@@ -1,50 +1,68 @@
-//! Configuration: files, then environment variables, merged over the defaults into one validated
-//! `Config` that the rest of the program trusts.
+//! Configuration: the defaults, then files, then environment variables, merged into one
+//! validated `Config` that the rest of the program trusts.
 //!
-//! Every check runs while a file is read, so a refusal names the file, the key and the line.
+//! The structs below are the whole description: their `Default` is the defaults, their serde
+//! derives are what a file may say (and what `-c` prints), and the environment variables are
+//! derived from them. `layers` stacks what was read; `values` holds the checks on single values.
+
+mod error;
+mod layers;
+mod values;
 
 pub use crate::amqp::queue::Argument;
 use crate::amqp::BrokerUrl;
 pub use crate::stream::pattern::Binding;
 use crate::stream::pattern::Pattern;
 use crate::stream::registry::Conflict;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+pub use error::ConfigError;
+pub use layers::environment_variable;
+use layers::Layer;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+pub use values::canonical_header_name;
 
 /// The files read when no `--config` is given, each merged over the ones before.
 pub const SYSTEM_CONFIG: &str = "/etc/eventsourced/config.yml";
 
-/// The longest `queue.expires` whose milliseconds still fit the original's signed 32-bit
-/// `x-expires` argument.
-const MAX_EXPIRES_SECS: u32 = (i32::MAX / 1000) as u32;
-
 /// The validated configuration; serialised, it is the `-c` dump.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
+    #[serde(deserialize_with = "values::section")]
     pub server: ServerConfig,
+    #[serde(deserialize_with = "values::section")]
     pub broker: BrokerConfig,
+    #[serde(deserialize_with = "values::section")]
     pub queue: QueueConfig,
+    #[serde(deserialize_with = "values::section")]
     pub header: HeaderConfig,
-    #[serde(skip_serializing_if = "AuthConfig::is_off")]
+    #[serde(
+        deserialize_with = "values::section",
+        skip_serializing_if = "AuthConfig::is_unset"
+    )]
     pub auth: AuthConfig,
     /// Where the values came from, in the order applied (for the start-up log).
     #[serde(skip)]
     pub sources: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// `host:port` to listen on.
+    #[serde(deserialize_with = "values::address")]
     pub address: String,
     /// The most streams served at once; one worker thread each.
+    #[serde(deserialize_with = "values::workers")]
     pub workers: usize,
     /// Seconds without a message after which a comment frame is sent; 0 sends none.
     pub keepalive: u64,
     /// Seconds a client may take to send its request head.
+    #[serde(deserialize_with = "values::timeout_seconds")]
     pub request_timeout: u64,
     /// Seconds a write to a client may block before the client is dropped.
+    #[serde(deserialize_with = "values::timeout_seconds")]
     pub write_timeout: u64,
     /// Whether frames carry `id:` (off: byte-exact frames of the original).
     pub event_ids: bool,
@@ -54,33 +72,72 @@ pub struct ServerConfig {
     /// Milliseconds sent once as `retry:` at stream start; 0 sends none.
     pub retry: u32,
     /// Percent by which `retry` is moved at random, up or down, per stream.
+    #[serde(deserialize_with = "values::percent")]
     pub retry_jitter: u8,
+    /// Whether an EventSource client refused for a passing reason gets a 200 event stream that
+    /// tells it to come back (a browser gives up on a 503 for good); off answers the original's
+    /// 503.
+    pub retry_refusals: bool,
     /// Seconds open streams are left running after SIGTERM while new ones are refused.
     pub drain: u64,
-    /// EventSource clients refused for a passing reason get a 200 event stream that tells them
-    /// to come back; false answers the original's 503.
-    pub retry_refusals: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            address: "0.0.0.0:2069".into(),
+            workers: 1024,
+            keepalive: 15,
+            request_timeout: 5,
+            write_timeout: 30,
+            event_ids: true,
+            event_types: false,
+            retry: 0,
+            retry_jitter: 20,
+            retry_refusals: true,
+            drain: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     pub node: Vec<BrokerUrl>,
     /// AMQP heartbeat in seconds; a silent broker is declared dead after two of them.
     pub heartbeat: u16,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Default for BrokerConfig {
+    fn default() -> BrokerConfig {
+        // The original lists the local node twice, and `-c` prints what it prints.
+        let local = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/")
+            .expect("the default broker URL is valid");
+        BrokerConfig {
+            node: vec![local.clone(), local],
+            heartbeat: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     pub pattern: Pattern,
-    /// Seconds a queue survives without a consumer.
+    /// Seconds a queue survives without a consumer. The seed README writes `expire`, the
+    /// original's code reads `expires`: both are taken.
+    #[serde(alias = "expire", deserialize_with = "values::expires")]
     pub expires: u32,
     /// Deliveries the broker may have in flight to one stream before it waits for acks.
+    #[serde(deserialize_with = "values::prefetch")]
     pub prefetch: u16,
-    /// Messages held unacked per stream at most.
+    /// Written deliveries held unacked at most per stream, until the client can be taken to
+    /// have them.
     pub replay_window: u16,
-    /// Bytes of frames held unacked per stream at most.
+    /// Bytes of frames held unacked at most per stream.
     pub replay_bytes: u64,
-    /// Seconds after which a held message is acked.
+    /// Seconds after which a held delivery is acked, however few are held.
+    #[serde(deserialize_with = "values::age_seconds")]
     pub replay_age: u64,
     /// What a request for a queue that is being streamed gets.
     pub conflict: Conflict,
@@ -90,14 +147,61 @@ pub struct QueueConfig {
     pub arguments: BTreeMap<String, Argument>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            pattern: Pattern::parse("${query:id}").expect("the default pattern is valid"),
+            expires: 1800,
+            prefetch: 256,
+            replay_window: 4096,
+            replay_bytes: 4 << 20,
+            replay_age: 120,
+            conflict: Conflict::Takeover,
+            bind: Vec::new(),
+            arguments: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HeaderConfig {
+    #[serde(deserialize_with = "values::headers")]
     pub cors: BTreeMap<String, String>,
+    #[serde(deserialize_with = "values::headers")]
     pub sse: BTreeMap<String, String>,
 }
 
-/// Signed URLs: with a secret, every stream request must carry a valid token.
-#[derive(Debug, Clone, Default, Serialize)]
+impl Default for HeaderConfig {
+    fn default() -> HeaderConfig {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|&(name, value)| (name.to_string(), value.to_string()))
+                .collect()
+        };
+        HeaderConfig {
+            cors: map(&[
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Allow-Methods", "GET, OPTIONS"),
+                (
+                    "Access-Control-Allow-Headers",
+                    "Content-Type, Accept, Cache-Control",
+                ),
+            ]),
+            sse: map(&[
+                ("Content-Type", "text/event-stream; charset=utf-8"),
+                ("Cache-Control", "no-cache"),
+                ("Transfer-Encoding", "identity"),
+                ("X-Accel-Buffering", "no"),
+            ]),
+        }
+    }
+}
+
+/// Signed URLs: with a secret, every stream request must carry a valid token. Off by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -109,252 +213,16 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    fn is_off(&self) -> bool {
-        self.key.is_none()
-    }
-}
-
-impl Serialize for Pattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_configured())
-    }
-}
-
-/// `-c` prints URLs as configured, password included: its output is a config file.
-impl Serialize for BrokerUrl {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_configured())
-    }
-}
-
-impl Serialize for Conflict {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            Conflict::Takeover => "takeover",
-            Conflict::Reject => "reject",
-        })
-    }
-}
-
-/// Why the configuration was refused.
-#[derive(Debug)]
-pub enum ConfigError {
-    /// A file named with `--config` (or `auth.secret_file`) could not be read.
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    /// A file or variable is not valid YAML, has an unknown key, or a value that fails its check.
-    /// The message carries the key and, for files, the line and column.
-    Invalid { source: String, message: String },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Read { path, error } => {
-                write!(f, "cannot read config file {}: {error}", path.display())
-            }
-            ConfigError::Invalid { source, message } => write!(f, "{source}: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Where to read configuration from.
-pub enum Search {
-    /// `--config FILE`: exactly this file, which must exist.
-    File(PathBuf),
-    /// The original's order: the system file, then `config.yml` beside the executable.
-    Default,
-}
-
-/// Reads the files and environment variables and returns the validated result.
-pub fn load(search: Search) -> Result<Config, ConfigError> {
-    let mut merged = FileConfig::default();
-    let mut sources = Vec::new();
-    let files: Vec<(PathBuf, bool)> = match search {
-        Search::File(path) => vec![(path, true)],
-        Search::Default => {
-            let mut files = vec![(PathBuf::from(SYSTEM_CONFIG), false)];
-            let beside = std::env::current_exe().ok();
-            if let Some(dir) = beside.as_deref().and_then(Path::parent) {
-                files.push((dir.join("config.yml"), false));
-            }
-            files
-        }
-    };
-    for (path, required) in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(ConfigError::Read { path, error }),
-        };
-        let name = path.display().to_string();
-        merged = FileConfig::parse(&text, &name)?.merged_over(merged);
-        sources.push(name);
-    }
-    for (name, layer) in environment_layers()? {
-        merged = layer.merged_over(merged);
-        sources.push(format!("environment variable {name}"));
-    }
-    merged.resolve(sources)
-}
-
-impl Config {
-    /// The effective configuration as YAML, in the original's layout (`-c`).
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
-    }
-}
-
-/// One layer as written in a file: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    server: Option<FileServer>,
-    broker: Option<FileBroker>,
-    queue: Option<FileQueue>,
-    header: Option<FileHeader>,
-    auth: Option<FileAuth>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    address: Option<Address>,
-    workers: Option<Workers>,
-    keepalive: Option<u64>,
-    request_timeout: Option<Seconds>,
-    write_timeout: Option<Seconds>,
-    event_ids: Option<bool>,
-    event_types: Option<bool>,
-    retry: Option<u32>,
-    retry_jitter: Option<Percent>,
-    drain: Option<u64>,
-    retry_refusals: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileBroker {
-    node: Option<Vec<BrokerUrl>>,
-    heartbeat: Option<u16>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileQueue {
-    pattern: Option<Pattern>,
-    /// The seed README writes `expire`, the original's code reads `expires`: both are taken.
-    #[serde(alias = "expire")]
-    expires: Option<Expires>,
-    prefetch: Option<Prefetch>,
-    replay_window: Option<u16>,
-    replay_bytes: Option<u64>,
-    replay_age: Option<u64>,
-    conflict: Option<ConflictSetting>,
-    bind: Option<Vec<Binding>>,
-    arguments: Option<BTreeMap<String, Argument>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileHeader {
-    cors: Option<BTreeMap<HeaderName, HeaderValue>>,
-    sse: Option<BTreeMap<HeaderName, HeaderValue>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAuth {
-    secret: Option<String>,
-    secret_file: Option<PathBuf>,
-}
-
-impl FileConfig {
-    fn parse(text: &str, source: &str) -> Result<FileConfig, ConfigError> {
-        // An empty file (or one holding only comments) sets nothing.
-        if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
-            return Ok(FileConfig::default());
-        }
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
-            source: source.to_string(),
-            message: e.to_string(),
-        })
+    fn is_unset(&self) -> bool {
+        self.secret.is_none() && self.secret_file.is_none()
     }
 
-    /// `self` over `base`: scalars and lists replace, maps merge key by key (as the original's
-    /// YAML decoder does when it reads into an existing value).
-    fn merged_over(self, base: FileConfig) -> FileConfig {
-        FileConfig {
-            server: merge_option(base.server, self.server, |b, o| FileServer {
-                address: o.address.or(b.address),
-                workers: o.workers.or(b.workers),
-                keepalive: o.keepalive.or(b.keepalive),
-                request_timeout: o.request_timeout.or(b.request_timeout),
-                write_timeout: o.write_timeout.or(b.write_timeout),
-                event_ids: o.event_ids.or(b.event_ids),
-                event_types: o.event_types.or(b.event_types),
-                retry: o.retry.or(b.retry),
-                retry_jitter: o.retry_jitter.or(b.retry_jitter),
-                drain: o.drain.or(b.drain),
-                retry_refusals: o.retry_refusals.or(b.retry_refusals),
-            }),
-            broker: merge_option(base.broker, self.broker, |b, o| FileBroker {
-                node: o.node.or(b.node),
-                heartbeat: o.heartbeat.or(b.heartbeat),
-            }),
-            queue: merge_option(base.queue, self.queue, |b, o| FileQueue {
-                pattern: o.pattern.or(b.pattern),
-                expires: o.expires.or(b.expires),
-                prefetch: o.prefetch.or(b.prefetch),
-                replay_window: o.replay_window.or(b.replay_window),
-                replay_bytes: o.replay_bytes.or(b.replay_bytes),
-                replay_age: o.replay_age.or(b.replay_age),
-                conflict: o.conflict.or(b.conflict),
-                bind: o.bind.or(b.bind),
-                arguments: maps(b.arguments, o.arguments),
-            }),
-            header: merge_option(base.header, self.header, |b, o| FileHeader {
-                cors: maps(b.cors, o.cors),
-                sse: maps(b.sse, o.sse),
-            }),
-            // The last layer that names a secret decides, whichever form it uses.
-            auth: merge_option(base.auth, self.auth, |b, o| {
-                if o.secret.is_some() || o.secret_file.is_some() {
-                    o
-                } else {
-                    b
-                }
-            }),
-        }
-    }
-
-    fn resolve(self, sources: Vec<String>) -> Result<Config, ConfigError> {
-        let server = self.server.unwrap_or_default();
-        let broker = self.broker.unwrap_or_default();
-        let queue = self.queue.unwrap_or_default();
-        let header = self.header.unwrap_or_default();
-        let auth = self.auth.unwrap_or_default();
-        let headers = |map: Option<BTreeMap<HeaderName, HeaderValue>>,
-                       defaults: &[(&str, &str)]| {
-            let mut out: BTreeMap<String, String> = defaults
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            out.extend(map.unwrap_or_default().into_iter().map(|(k, v)| (k.0, v.0)));
-            out
-        };
-        let key = match (&auth.secret, &auth.secret_file) {
+    /// The secret in force, read from `secret_file` if that is how it is given.
+    fn key(&self, sources: &str) -> Result<Option<Vec<u8>>, ConfigError> {
+        let key = match (&self.secret, &self.secret_file) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    source: sources.join(", "),
-                    message: "auth: set secret or secret_file, not both".into(),
+                return Err(ConfigError::TwoSecrets {
+                    sources: sources.to_string(),
                 })
             }
             (Some(secret), None) => Some(secret.as_bytes().to_vec()),
@@ -373,388 +241,104 @@ impl FileConfig {
             (None, None) => None,
         };
         if key.as_ref().is_some_and(Vec::is_empty) {
-            return Err(ConfigError::Invalid {
-                source: sources.join(", "),
-                message: "auth: the secret is empty".into(),
+            return Err(ConfigError::EmptySecret {
+                sources: sources.to_string(),
             });
         }
-        Ok(Config {
-            server: ServerConfig {
-                address: server
-                    .address
-                    .map_or_else(|| "0.0.0.0:2069".to_string(), |a| a.0),
-                workers: server.workers.map_or(1024, |w| w.0),
-                keepalive: server.keepalive.unwrap_or(15),
-                request_timeout: server.request_timeout.map_or(5, |s| s.0),
-                write_timeout: server.write_timeout.map_or(30, |s| s.0),
-                event_ids: server.event_ids.unwrap_or(true),
-                event_types: server.event_types.unwrap_or(false),
-                retry: server.retry.unwrap_or(0),
-                retry_jitter: server.retry_jitter.map_or(20, |p| p.0),
-                drain: server.drain.unwrap_or(0),
-                retry_refusals: server.retry_refusals.unwrap_or(true),
-            },
-            broker: BrokerConfig {
-                node: broker.node.unwrap_or_else(|| {
-                    let local = "amqp://guest:guest@127.0.0.1:5672/";
-                    let url = BrokerUrl::parse(local).expect("the default broker URL is valid");
-                    vec![url.clone(), url]
-                }),
-                heartbeat: broker.heartbeat.unwrap_or(10),
-            },
-            queue: QueueConfig {
-                pattern: queue.pattern.unwrap_or_else(|| {
-                    Pattern::parse("${query:id}").expect("the default pattern is valid")
-                }),
-                expires: queue.expires.map_or(1800, |e| e.0),
-                prefetch: queue.prefetch.map_or(256, |p| p.0),
-                replay_window: queue.replay_window.unwrap_or(4096),
-                replay_bytes: queue.replay_bytes.unwrap_or(4 << 20),
-                replay_age: queue.replay_age.unwrap_or(120),
-                conflict: queue.conflict.map_or(Conflict::Takeover, |c| c.0),
-                bind: queue.bind.unwrap_or_default(),
-                arguments: queue.arguments.unwrap_or_default(),
-            },
-            header: HeaderConfig {
-                cors: headers(
-                    header.cors,
-                    &[
-                        ("Access-Control-Allow-Origin", "*"),
-                        ("Access-Control-Allow-Methods", "GET, OPTIONS"),
-                        (
-                            "Access-Control-Allow-Headers",
-                            "Content-Type, Accept, Cache-Control",
-                        ),
-                    ],
-                ),
-                sse: headers(
-                    header.sse,
-                    &[
-                        ("Content-Type", "text/event-stream; charset=utf-8"),
-                        ("Cache-Control", "no-cache"),
-                        ("Transfer-Encoding", "identity"),
-                        ("X-Accel-Buffering", "no"),
-                    ],
-                ),
-            },
-            auth: AuthConfig {
-                secret: auth.secret,
-                secret_file: auth.secret_file,
-                key,
-            },
-            sources,
-        })
+        Ok(key)
     }
 }
 
-fn maps<K: Ord, V>(
-    base: Option<BTreeMap<K, V>>,
-    over: Option<BTreeMap<K, V>>,
-) -> Option<BTreeMap<K, V>> {
-    merge_option(base, over, |mut b, o| {
-        b.extend(o);
-        b
-    })
+/// Where to read configuration from.
+pub enum Search {
+    /// `--config FILE`: exactly this file, which must exist.
+    File(PathBuf),
+    /// The original's order: the system file, then `config.yml` beside the executable.
+    Default,
 }
 
-fn merge_option<T>(base: Option<T>, over: Option<T>, merge: impl FnOnce(T, T) -> T) -> Option<T> {
-    match (base, over) {
-        (Some(b), Some(o)) => Some(merge(b, o)),
-        (b, o) => o.or(b),
+/// Reads the files and environment variables and returns the validated result.
+pub fn load(search: Search) -> Result<Config, ConfigError> {
+    let mut layers = layers::files(search)?;
+    layers.extend(Layer::from_environment(|name| std::env::var(name).ok())?);
+    Config::from_layers(layers)
+}
+
+impl Config {
+    /// The effective configuration as YAML, in the original's layout (`-c`).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
-}
 
-/// Environment variables, one layer each, applied after the files in a fixed order:
-/// `EVENTSOURCED_<SECTION>_<KEY>`, the value read as YAML (`broker.node`: comma-separated URLs).
-pub const ENVIRONMENT_KEYS: &[(&str, &str)] = &[
-    ("server", "address"),
-    ("server", "workers"),
-    ("server", "keepalive"),
-    ("server", "request_timeout"),
-    ("server", "write_timeout"),
-    ("server", "event_ids"),
-    ("server", "event_types"),
-    ("server", "retry"),
-    ("server", "retry_jitter"),
-    ("server", "drain"),
-    ("server", "retry_refusals"),
-    ("broker", "node"),
-    ("broker", "heartbeat"),
-    ("queue", "pattern"),
-    ("queue", "expires"),
-    ("queue", "prefetch"),
-    ("queue", "replay_window"),
-    ("queue", "replay_bytes"),
-    ("queue", "replay_age"),
-    ("queue", "conflict"),
-    ("queue", "bind"),
-    ("queue", "arguments"),
-    ("header", "cors"),
-    ("header", "sse"),
-    ("auth", "secret"),
-    ("auth", "secret_file"),
-];
-
-/// Keys whose value is taken as a plain string, never parsed as YAML.
-const STRING_KEYS: &[&str] = &["address", "pattern", "conflict", "secret", "secret_file"];
-
-pub fn environment_variable(section: &str, key: &str) -> String {
-    format!(
-        "EVENTSOURCED_{}_{}",
-        section.to_uppercase(),
-        key.to_uppercase()
-    )
-}
-
-fn environment_layers() -> Result<Vec<(String, FileConfig)>, ConfigError> {
-    let mut layers = Vec::new();
-    for (section, key) in ENVIRONMENT_KEYS {
-        let name = environment_variable(section, key);
-        let Ok(raw) = std::env::var(&name) else {
-            continue;
-        };
-        let invalid = |message: String| ConfigError::Invalid {
-            source: format!("environment variable {name}"),
-            message,
-        };
-        let value: serde_yaml::Value = if (*section, *key) == ("broker", "node") {
-            raw.split(',')
-                .map(|url| serde_yaml::Value::String(url.trim().to_string()))
-                .collect::<Vec<_>>()
-                .into()
-        } else if STRING_KEYS.contains(key) {
-            serde_yaml::Value::String(raw.clone())
-        } else {
-            serde_yaml::from_str(&raw).map_err(|e| invalid(e.to_string()))?
-        };
-        let mut inner = serde_yaml::Mapping::new();
-        inner.insert((*key).into(), value);
-        let mut outer = serde_yaml::Mapping::new();
-        outer.insert((*section).into(), inner.into());
-        let layer = serde_yaml::from_value(outer.into()).map_err(|e| invalid(e.to_string()))?;
-        layers.push((name, layer));
-    }
-    Ok(layers)
-}
-
-// Validated values: each check runs inside deserialisation, so serde_yaml reports the key
-// path and the line of the offending value.
-
-#[derive(Debug)]
-struct Address(String);
-#[derive(Debug)]
-struct Workers(usize);
-#[derive(Debug)]
-struct Expires(u32);
-#[derive(Debug)]
-struct ConflictSetting(Conflict);
-/// A timeout in whole seconds, at least one.
-#[derive(Debug)]
-struct Seconds(u64);
-/// A percentage, 0 to 100.
-#[derive(Debug)]
-struct Percent(u8);
-#[derive(Debug)]
-struct Prefetch(u16);
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct HeaderName(String);
-#[derive(Debug)]
-struct HeaderValue(String);
-
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_u64(d, |n| match u8::try_from(n) {
-            Ok(p @ 0..=100) => Ok(Percent(p)),
-            _ => Err(format!("{n} must be a percentage from 0 to 100")),
-        })
-    }
-}
-
-/// Runs `check` on a string while the YAML scalar is still being read, so that a refusal
-/// carries that value's key path and line (an error raised after `String::deserialize` has
-/// returned is reported at the enclosing mapping instead).
-fn checked_str<'de, D, T>(d: D, check: fn(&str) -> Result<T, String>) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Checked<T>(fn(&str) -> Result<T, String>);
-    impl<T> serde::de::Visitor<'_> for Checked<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
+    /// Every layer passed the checks on single values as it was read; what is left is what
+    /// only the whole can break.
+    fn from_layers(layers: Vec<Layer>) -> Result<Config, ConfigError> {
+        let sources: Vec<String> = layers.iter().map(|layer| layer.source.clone()).collect();
+        let joined = sources.join(", ");
+        let mut config: Config =
+            serde_yaml::from_value(layers::merged(layers)).map_err(|e| ConfigError::Invalid {
+                source: joined.clone(),
+                message: e.to_string(),
+            })?;
+        config.auth.key = config.auth.key(&joined)?;
+        let (prefetch, replay_window) = (config.queue.prefetch, config.queue.replay_window);
+        if prefetch.checked_add(replay_window).is_none() {
+            return Err(ConfigError::QosTooLarge {
+                prefetch,
+                replay_window,
+            });
         }
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
-            (self.0)(v).map_err(E::custom)
-        }
+        config.sources = sources;
+        Ok(config)
     }
-    d.deserialize_str(Checked(check))
-}
-
-/// As `checked_str`, for whole numbers.
-fn checked_u64<'de, D, T>(d: D, check: fn(u64) -> Result<T, String>) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Checked<T>(fn(u64) -> Result<T, String>);
-    impl<T> serde::de::Visitor<'_> for Checked<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a whole number")
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
-            (self.0)(v).map_err(E::custom)
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
-            let v = u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))?;
-            (self.0)(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_u64(Checked(check))
-}
-
-impl<'de> Deserialize<'de> for Address {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| match text.rsplit_once(':') {
-            Some((_, port)) if port.parse::<u16>().is_ok() => Ok(Address(text.to_string())),
-            _ => Err(format!(
-                "address {text:?} must be HOST:PORT, like 0.0.0.0:2069"
-            )),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Workers {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_u64(d, |n| match n {
-            1..=100_000 => Ok(Workers(n as usize)),
-            n => Err(format!("workers {n} must be from 1 to 100000")),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for ConflictSetting {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| match text {
-            "takeover" => Ok(ConflictSetting(Conflict::Takeover)),
-            "reject" => Ok(ConflictSetting(Conflict::Reject)),
-            other => Err(format!("conflict {other:?} must be takeover or reject")),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_u64(d, |n| match n {
-            1..=86_400 => Ok(Seconds(n)),
-            n => Err(format!("{n} must be from 1 to 86400 seconds")),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Expires {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_u64(d, |n| match u32::try_from(n) {
-            Ok(n @ 1..=MAX_EXPIRES_SECS) => Ok(Expires(n)),
-            _ => Err(format!(
-                "expires {n} must be from 1 to {MAX_EXPIRES_SECS} seconds"
-            )),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Prefetch {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_u64(d, |n| match u16::try_from(n) {
-            Ok(0) => {
-                Err("prefetch 0 would let the broker send without limit: use 1 or more".into())
-            }
-            Ok(n) => Ok(Prefetch(n)),
-            Err(_) => Err(format!("prefetch {n} must be at most 65535")),
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for BrokerUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| {
-            // The message must not carry the password: name the URL by its redacted form.
-            BrokerUrl::parse(text).map_err(|e| format!("invalid broker URL {}: {e}", redact(text)))
-        })
-    }
-}
-
-/// Hides whatever stands between `user:` and `@` in something that failed to parse as a URL.
-fn redact(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match text[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &text[..s + 3], &text[at..]),
-            None => text.to_string(),
-        },
-        _ => text.to_string(),
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| {
-            Pattern::parse(text).map_err(|e| format!("invalid pattern {text:?}: {e}"))
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for HeaderName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| {
-            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if text.is_empty() || !text.bytes().all(token) {
-                return Err(format!("{text:?} is not a valid HTTP header name"));
-            }
-            Ok(HeaderName(canonical_header_name(text)))
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for HeaderValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        checked_str(d, |text| {
-            if text.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!("header value {text:?} holds a control character"));
-            }
-            Ok(HeaderValue(text.trim().to_string()))
-        })
-    }
-}
-
-/// `content-type` -> `Content-Type`, as Go's `Header.Set` writes names.
-pub fn canonical_header_name(name: &str) -> String {
-    let mut upper = true;
-    name.chars()
-        .map(|c| {
-            let out = if upper {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            };
-            upper = c == '-';
-            out
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::layers::{self, Reading};
     use super::*;
+    use serde_yaml::Value;
 
-    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
-        FileConfig::parse(text, "test.yml")
+    fn parse(text: &str) -> Result<Option<Layer>, ConfigError> {
+        Layer::from_file(text, "test.yml")
     }
 
-    fn resolve(layers: &[&str]) -> Config {
-        let mut merged = FileConfig::default();
-        for text in layers {
-            merged = parse(text).unwrap().merged_over(merged);
+    /// Files, then variables, as `load` stacks them, without touching the process environment
+    /// (which every test shares).
+    fn stacked(files: &[&str], variables: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut layers = Vec::new();
+        for text in files {
+            layers.extend(parse(text)?);
         }
-        merged.resolve(Vec::new()).unwrap()
+        layers.extend(Layer::from_environment(|name| {
+            variables
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| value.to_string())
+        })?);
+        Config::from_layers(layers)
+    }
+
+    fn resolve(files: &[&str]) -> Config {
+        stacked(files, &[]).unwrap()
+    }
+
+    fn from_environment(variables: &[(&str, &str)]) -> Config {
+        stacked(&[], variables).unwrap()
+    }
+
+    fn error_of(text: &str) -> String {
+        match parse(text) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted: {text}"),
+        }
+    }
+
+    fn environment_error(variables: &[(&str, &str)]) -> String {
+        match stacked(&[], variables) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted: {variables:?}"),
+        }
     }
 
     #[test]
@@ -766,6 +350,8 @@ mod tests {
         assert_eq!(config.queue.expires, 1800);
         assert_eq!(config.header.cors["Access-Control-Allow-Origin"], "*");
         assert_eq!(config.header.sse["X-Accel-Buffering"], "no");
+        assert_eq!(config.to_yaml(), Config::default().to_yaml());
+        assert!(config.sources.is_empty());
     }
 
     #[test]
@@ -785,16 +371,52 @@ mod tests {
     }
 
     #[test]
+    fn spellings_of_one_key_are_one_key_across_files() {
+        let config = resolve(&[
+            "queue: {expires: 10}\nheader: {sse: {x-foo: a}}",
+            "queue: {expire: 20}\nheader: {sse: {X-FOO: b}}",
+            "header: {sse: {x-foo: c, cache-control: no-store}}",
+        ]);
+        assert_eq!(config.queue.expires, 20);
+        assert_eq!(config.header.sse["X-Foo"], "c");
+        assert_eq!(config.header.sse["Cache-Control"], "no-store");
+        assert_eq!(config.header.sse.len(), 5);
+    }
+
+    #[test]
+    fn arguments_merge_key_by_key_and_lists_replace() {
+        let config = resolve(&[
+            "queue: {arguments: {x-queue-type: quorum}, bind: [{exchange: a}, {exchange: b}]}",
+            "queue: {arguments: {x-max-length: 5}, bind: [{exchange: c}]}",
+        ]);
+        assert_eq!(config.queue.arguments.len(), 2);
+        assert_eq!(config.queue.bind.len(), 1);
+        assert_eq!(config.queue.bind[0].exchange.as_configured(), "c");
+    }
+
+    #[test]
     fn empty_and_comment_only_files_set_nothing() {
         assert!(parse("").is_ok());
         assert!(parse("# nothing\n\n").is_ok());
+        assert!(parse("").unwrap().is_none());
+        assert!(parse("# nothing\n\n").unwrap().is_none());
     }
 
-    fn error_of(text: &str) -> String {
-        match parse(text) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("accepted: {text}"),
-        }
+    #[test]
+    fn text_values_keep_their_spelling_whatever_yaml_makes_of_them() {
+        let config = resolve(&[
+            "header: {cors: {Access-Control-Max-Age: 600}}\nauth: {secret: 1.50}\nqueue: {pattern: 0x1F}",
+        ]);
+        assert_eq!(config.header.cors["Access-Control-Max-Age"], "600");
+        assert_eq!(config.auth.key.as_deref(), Some(&b"1.50"[..]));
+        assert_eq!(config.queue.pattern.as_configured(), "0x1F");
+    }
+
+    #[test]
+    fn a_section_with_every_key_commented_out_sets_nothing() {
+        let config = resolve(&["server:\n  # address: 127.0.0.1:1\nqueue:\n  expires: 5\n"]);
+        assert_eq!(config.server.address, "0.0.0.0:2069");
+        assert_eq!(config.queue.expires, 5);
     }
 
     #[test]
@@ -805,6 +427,8 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("line 3"), "{message}");
+        let message = error_of("server: {}\nservre: {}\n");
+        assert!(message.contains("unknown field `servre`"), "{message}");
     }
 
     #[test]
@@ -839,11 +463,7 @@ mod tests {
         let config = resolve(&["queue: {expire: 60}"]);
         let text = config.to_yaml();
         assert!(text.contains("expires: 60"), "{text}");
-        let again = parse(&text)
-            .unwrap()
-            .merged_over(FileConfig::default())
-            .resolve(Vec::new())
-            .unwrap();
+        let again = resolve(&[&text]);
         assert_eq!(again.to_yaml(), text);
     }
 
@@ -874,16 +494,38 @@ mod tests {
         std::fs::write(&dir, "from-file\n").unwrap();
         let config = resolve(&[&format!("auth: {{secret_file: {}}}", dir.display())]);
         assert_eq!(config.auth.key.as_deref(), Some(&b"from-file"[..]));
-        let both = parse(&format!(
-            "auth: {{secret: a, secret_file: {}}}",
-            dir.display()
-        ))
-        .unwrap()
-        .resolve(Vec::new());
-        assert!(both.is_err());
+        let both = stacked(
+            &[&format!(
+                "auth: {{secret: a, secret_file: {}}}",
+                dir.display()
+            )],
+            &[],
+        );
+        assert!(matches!(both, Err(ConfigError::TwoSecrets { .. })));
+        // Across layers the last one that names a secret decides, whichever form it uses.
+        let file_then_variable = stacked(
+            &[&format!("auth: {{secret_file: {}}}", dir.display())],
+            &[("EVENTSOURCED_AUTH_SECRET", "from-variable")],
+        )
+        .unwrap();
+        assert_eq!(
+            file_then_variable.auth.key.as_deref(),
+            Some(&b"from-variable"[..])
+        );
+        let both_variables = from_environment(&[
+            ("EVENTSOURCED_AUTH_SECRET", "a"),
+            ("EVENTSOURCED_AUTH_SECRET_FILE", &dir.display().to_string()),
+        ]);
+        assert_eq!(both_variables.auth.key.as_deref(), Some(&b"from-file"[..]));
+        let kept = resolve(&["auth: {secret: s3cret}", "auth: {}\nserver: {retry: 1}"]);
+        assert_eq!(kept.auth.key.as_deref(), Some(&b"s3cret"[..]));
         let _ = std::fs::remove_file(&dir);
         assert!(resolve(&[]).auth.key.is_none());
         assert!(!resolve(&[]).to_yaml().contains("auth"));
+        assert!(matches!(
+            stacked(&["auth: {secret: ''}"], &[]),
+            Err(ConfigError::EmptySecret { .. })
+        ));
     }
 
     #[test]
@@ -898,10 +540,220 @@ mod tests {
     }
 
     #[test]
-    fn header_names_are_canonical() {
+    fn the_dist_file_sets_exactly_the_defaults() {
+        let dist = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yml-dist"));
+        let written: Value = serde_yaml::from_str(dist).unwrap();
+        let defaults = layers::defaults();
+        let keys = |value: &Value| -> Vec<(String, String)> {
+            let mut keys = Vec::new();
+            for (section, values) in value.as_mapping().unwrap() {
+                for key in values.as_mapping().unwrap().keys() {
+                    keys.push((
+                        section.as_str().unwrap().to_string(),
+                        key.as_str().unwrap().to_string(),
+                    ));
+                }
+            }
+            keys
+        };
+        for (section, key) in keys(&written) {
+            assert_eq!(
+                written[section.as_str()].get(&key),
+                defaults[section.as_str()].get(&key),
+                "config.yml-dist sets {section}.{key} to something other than the default"
+            );
+        }
+        let shown = keys(&written);
+        for (section, key) in keys(&defaults) {
+            assert!(
+                shown.contains(&(section.clone(), key.clone())),
+                "config.yml-dist does not show {section}.{key}"
+            );
+        }
+        assert_eq!(resolve(&[dist]).to_yaml(), Config::default().to_yaml());
+    }
+
+    #[test]
+    fn every_key_has_its_variable_read_by_the_type_of_its_default() {
+        let keys = layers::environment_keys();
+        let reading = |section: &str, key: &str| {
+            keys.iter()
+                .find(|k| k.section == section && k.key == key)
+                .map(|k| k.reading)
+        };
+        let dump: Value = serde_yaml::from_str(&Config::default().to_yaml()).unwrap();
+        for (section, values) in dump.as_mapping().unwrap() {
+            for key in values.as_mapping().unwrap().keys() {
+                let (section, key) = (section.as_str().unwrap(), key.as_str().unwrap());
+                assert!(reading(section, key).is_some(), "{section}.{key}");
+            }
+        }
+        for text in [
+            ("server", "address"),
+            ("queue", "pattern"),
+            ("queue", "conflict"),
+        ] {
+            assert_eq!(reading(text.0, text.1), Some(Reading::Text), "{text:?}");
+        }
+        assert_eq!(reading("auth", "secret"), Some(Reading::Text));
+        assert_eq!(reading("auth", "secret_file"), Some(Reading::Text));
+        assert_eq!(reading("broker", "node"), Some(Reading::CommaList));
+        assert_eq!(reading("server", "workers"), Some(Reading::Yaml));
+        assert_eq!(reading("header", "cors"), Some(Reading::Yaml));
         assert_eq!(
-            canonical_header_name("x-accel-BUFFERING"),
-            "X-Accel-Buffering"
+            environment_variable("queue", "replay_bytes"),
+            "EVENTSOURCED_QUEUE_REPLAY_BYTES"
         );
+    }
+
+    #[test]
+    fn variables_set_text_numbers_booleans_lists_and_maps() {
+        let config = stacked(
+            &["queue: {arguments: {x-queue-type: quorum}}\nheader: {cors: {X-From-File: f}}"],
+            &[
+                ("EVENTSOURCED_SERVER_ADDRESS", "127.0.0.1:9"),
+                ("EVENTSOURCED_QUEUE_PATTERN", "user.${header:X-User}"),
+                ("EVENTSOURCED_QUEUE_CONFLICT", "reject"),
+                ("EVENTSOURCED_SERVER_WORKERS", "8"),
+                ("EVENTSOURCED_QUEUE_REPLAY_BYTES", "65536"),
+                ("EVENTSOURCED_SERVER_EVENT_IDS", "false"),
+                ("EVENTSOURCED_SERVER_RETRY_REFUSALS", "false"),
+                ("EVENTSOURCED_QUEUE_BIND", "[{exchange: news}]"),
+                (
+                    "EVENTSOURCED_BROKER_NODE",
+                    "amqp://a:b@one:5672/, amqp://two/",
+                ),
+                (
+                    "EVENTSOURCED_HEADER_CORS",
+                    "{access-control-allow-origin: 'https://app.example'}",
+                ),
+                ("EVENTSOURCED_QUEUE_ARGUMENTS", "{x-max-length: 2}"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.address, "127.0.0.1:9");
+        assert_eq!(
+            config.queue.pattern.as_configured(),
+            "user.${header:X-User}"
+        );
+        assert_eq!(config.queue.conflict, Conflict::Reject);
+        assert_eq!(config.server.workers, 8);
+        assert_eq!(config.queue.replay_bytes, 65536);
+        assert!(!config.server.event_ids);
+        assert!(!config.server.retry_refusals);
+        assert_eq!(config.queue.bind.len(), 1);
+        let nodes: Vec<&str> = config
+            .broker
+            .node
+            .iter()
+            .map(|u| u.as_configured())
+            .collect();
+        assert_eq!(nodes, ["amqp://a:b@one:5672/", "amqp://two/"]);
+        assert_eq!(
+            config.header.cors["Access-Control-Allow-Origin"],
+            "https://app.example"
+        );
+        assert_eq!(config.header.cors["X-From-File"], "f");
+        assert_eq!(
+            config.header.cors["Access-Control-Allow-Methods"],
+            "GET, OPTIONS"
+        );
+        assert_eq!(config.queue.arguments.len(), 2);
+        assert_eq!(config.sources.len(), 12);
+        assert_eq!(
+            config.sources[1],
+            "environment variable EVENTSOURCED_SERVER_ADDRESS"
+        );
+    }
+
+    #[test]
+    fn text_variables_are_not_read_as_yaml() {
+        // As YAML, `123` is a number and `[x]` a list: as a secret they are text.
+        let config = from_environment(&[("EVENTSOURCED_AUTH_SECRET", "123")]);
+        assert_eq!(config.auth.key.as_deref(), Some(&b"123"[..]));
+        let config = from_environment(&[("EVENTSOURCED_AUTH_SECRET", "[x]")]);
+        assert_eq!(config.auth.key.as_deref(), Some(&b"[x]"[..]));
+    }
+
+    #[test]
+    fn an_empty_variable_sets_nothing() {
+        let config = from_environment(&[("EVENTSOURCED_SERVER_WORKERS", "")]);
+        assert_eq!(config.server.workers, 1024);
+        assert!(config.sources.is_empty());
+    }
+
+    #[test]
+    fn a_bad_variable_is_named() {
+        let message = environment_error(&[("EVENTSOURCED_SERVER_WORKERS", "lots")]);
+        assert!(
+            message.starts_with("environment variable EVENTSOURCED_SERVER_WORKERS: "),
+            "{message}"
+        );
+        let message = environment_error(&[("EVENTSOURCED_SERVER_WORKERS", "0")]);
+        assert!(message.contains("from 1 to 100000"), "{message}");
+        let message = environment_error(&[("EVENTSOURCED_SERVER_EVENT_IDS", "{a: [")]);
+        assert!(
+            message.starts_with("environment variable EVENTSOURCED_SERVER_EVENT_IDS: "),
+            "{message}"
+        );
+        let message =
+            environment_error(&[("EVENTSOURCED_BROKER_NODE", "amqp://h/,amqps://u:pw@h/")]);
+        assert!(message.contains("EVENTSOURCED_BROKER_NODE"), "{message}");
+        assert!(!message.contains("pw"), "{message}");
+    }
+
+    #[test]
+    fn the_new_keys_have_their_defaults_checks_and_dump() {
+        let config = Config::default();
+        assert_eq!(config.queue.replay_window, 4096);
+        assert_eq!(config.queue.replay_bytes, 4_194_304);
+        assert_eq!(config.queue.replay_age, 120);
+        assert!(config.server.retry_refusals);
+        let text = config.to_yaml();
+        for line in [
+            "  replay_window: 4096\n",
+            "  replay_bytes: 4194304\n",
+            "  replay_age: 120\n",
+            "  retry_refusals: true\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let config = resolve(&[
+            "queue: {replay_window: 0, replay_bytes: 0, replay_age: 0}\nserver: {retry_refusals: false}",
+        ]);
+        assert_eq!(config.queue.replay_window, 0);
+        assert_eq!(config.queue.replay_bytes, 0);
+        assert_eq!(config.queue.replay_age, 0);
+        assert!(!config.server.retry_refusals);
+        let message = error_of("queue:\n  replay_age: 86401\n");
+        assert!(message.contains("queue.replay_age"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+        assert!(error_of("queue: {replay_window: 65536}").contains("queue.replay_window"));
+        assert!(error_of("queue: {replay_bytes: -1}").contains("queue.replay_bytes"));
+        assert!(error_of("server: {retry_refusals: maybe}").contains("server.retry_refusals"));
+    }
+
+    #[test]
+    fn prefetch_and_the_replay_window_must_fit_one_prefetch_count() {
+        let fits = resolve(&["queue: {prefetch: 255, replay_window: 65280}"]);
+        assert_eq!(fits.queue.prefetch, 255);
+        let over = stacked(
+            &["queue: {prefetch: 256}"],
+            &[("EVENTSOURCED_QUEUE_REPLAY_WINDOW", "65280")],
+        );
+        let Err(error) = over else {
+            panic!("accepted a prefetch count over 65535");
+        };
+        assert!(matches!(
+            error,
+            ConfigError::QosTooLarge {
+                prefetch: 256,
+                replay_window: 65280
+            }
+        ));
+        let message = error.to_string();
+        assert!(message.contains("queue.prefetch"), "{message}");
+        assert!(message.contains("queue.replay_window"), "{message}");
+        assert!(message.contains("65536"), "{message}");
     }
 }
