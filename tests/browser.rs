@@ -3,16 +3,22 @@
 //! restarts, and the page reconnects by itself and goes on, nothing lost, nothing twice. The
 //! test reads the page's DOM over the DevTools protocol (`--remote-debugging-pipe`). Skipped,
 //! saying so, where Chromium is not installed (`.ci/run` installs it).
+//!
+//! No passing condition may end a page's stream for good (EventSource gives up on any status
+//! but 200): with the pool full, the broker stopped, or the queue held by another instance, the
+//! page keeps trying and shows the next message once the condition clears, nothing lost and
+//! nothing twice.
 
 mod support;
 
+use amiquip::AmqpProperties;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{numbered, unique, wait_for, Amqp, Server, TempDir};
+use support::{numbered, unique, wait_for, Amqp, OwnBroker, Server, Stream, TempDir};
 
 struct Browser {
     child: Child,
@@ -228,4 +234,146 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
         browser.text("document.getElementById('status').dataset.state"),
         "open"
     );
+}
+
+/// A free loopback address for a server the page will reach.
+fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn example_page(address: &str, queue: &str) -> String {
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/browser.html");
+    format!("file://{page}?server=http://{address}&id={queue}&start")
+}
+
+fn page_state(browser: &mut Browser) -> String {
+    browser.text("document.getElementById('status').dataset.state")
+}
+
+/// Waits until the server refused the page's stream for `reason` at least `times` times, and
+/// checks that the page is still trying.
+fn refused_and_still_trying(
+    browser: &mut Browser,
+    server: &Server,
+    queue: &str,
+    reason: &str,
+    times: usize,
+) {
+    server.wait_log_count(&format!("refused GET /?id={queue} from "), times);
+    server.wait_log(reason);
+    assert_ne!(page_state(browser), "closed", "the page gave up");
+}
+
+#[test]
+fn a_full_pool_does_not_end_the_page() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let address = free_address();
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_SERVER_WORKERS", "1"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("browser-pool");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 2));
+    // Another client holds the only worker.
+    let holder = Stream::open(server.addr, &format!("/?id={}", unique("holder")), &[]);
+    assert_eq!(holder.status, 200);
+    browser.open(&example_page(&address, &queue));
+    refused_and_still_trying(&mut browser, &server, &queue, "server: too many streams", 2);
+    holder.close();
+    wait_for("the page to be served", Duration::from_secs(30), || {
+        browser.events() == numbered(1, 2)
+    });
+    amqp.publish(&queue, "m3");
+    wait_for("the next message", support::WAIT, || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(&mut browser), "open");
+}
+
+#[test]
+fn a_stopped_broker_does_not_end_the_page() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let broker = OwnBroker::start();
+    let address = free_address();
+    let server = Server::start_with_broker(
+        &broker.url(),
+        &[("EVENTSOURCED_SERVER_ADDRESS", address.as_str())],
+    )
+    .ready();
+    let queue = unique("browser-broker");
+    let persistent = || AmqpProperties::default().with_delivery_mode(2);
+    {
+        let amqp = Amqp::connect_to(broker.port).expect("the private broker");
+        amqp.declare(&queue);
+        for m in numbered(1, 2) {
+            amqp.publish_with(&queue, m.as_bytes(), persistent());
+        }
+    }
+    browser.open(&example_page(&address, &queue));
+    wait_for("the first messages", support::WAIT, || {
+        browser.events() == numbered(1, 2)
+    });
+    broker.stop();
+    refused_and_still_trying(
+        &mut browser,
+        &server,
+        &queue,
+        "broker: no connection available",
+        2,
+    );
+    broker.start_again();
+    let amqp = Amqp::connect_to(broker.port).expect("the private broker, again");
+    amqp.publish_with(&queue, b"m3", persistent());
+    wait_for("the next message", Duration::from_secs(60), || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(&mut browser), "open");
+}
+
+#[test]
+fn a_queue_held_by_another_instance_does_not_end_the_page() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let holding = Server::start(&[]).ready();
+    let address = free_address();
+    let _serving = Server::start(&[("EVENTSOURCED_SERVER_ADDRESS", address.as_str())]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("browser-held");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 2));
+    // An old connection on the other instance holds the queue, silent: it never reads again.
+    let old = Stream::open(holding.addr, &format!("/?id={queue}"), &[]);
+    assert_eq!(old.status, 200);
+    wait_for(
+        "the old connection to hold the messages",
+        support::WAIT,
+        || amqp.ready(&queue) == 0,
+    );
+    browser.open(&example_page(&address, &queue));
+    wait_for("the page to be served", Duration::from_secs(30), || {
+        browser.events() == numbered(1, 2)
+    });
+    amqp.publish(&queue, "m3");
+    wait_for("the next message", support::WAIT, || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(&mut browser), "open");
+    holding.wait_log("taken over");
+    drop(old);
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::{
-    assert_none_missing, has_all, numbered, unique, wait_for, Amqp, Server, Stream, TempDir,
+    assert_none_missing, has_all, numbered, unique, wait_for, Amqp, OwnBroker, Server, Stream,
 };
 
 /// The longest a fault test waits for its messages.
@@ -91,23 +91,7 @@ fn client_leaves(fault: &str, reset: bool) {
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
     if reset {
-        // SO_LINGER 0: close sends RST, as a crashed client's kernel does.
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt with a pointer to a live linger of the size passed.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::setsockopt(
-                stream.socket().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
-        drop(stream);
+        stream.reset();
     } else {
         stream.close();
     }
@@ -283,61 +267,6 @@ fn slowloris() {
         &published,
         &reader.received,
     );
-}
-
-/// A private broker of this test's own, which it may stop and start.
-struct OwnBroker {
-    dir: TempDir,
-    port: u16,
-}
-
-impl OwnBroker {
-    fn start() -> OwnBroker {
-        let dir = TempDir::new("broker");
-        let base = support::broker_port() + 7;
-        let port = (base..base + 50)
-            .find(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
-            .expect("a free port");
-        let broker = OwnBroker { dir, port };
-        broker.script(&[
-            "start",
-            &broker.dir.path.display().to_string(),
-            &port.to_string(),
-        ]);
-        broker
-    }
-
-    fn script(&self, args: &[&str]) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
-        let status = Command::new(script)
-            .args(args)
-            .status()
-            .expect("run scripts/rabbitmq");
-        assert!(status.success(), "scripts/rabbitmq {args:?}");
-    }
-
-    fn stop(&self) {
-        self.script(&["stop", &self.dir.path.display().to_string()]);
-    }
-
-    fn restart(&self) {
-        self.stop();
-        self.script(&[
-            "start",
-            &self.dir.path.display().to_string(),
-            &self.port.to_string(),
-        ]);
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]

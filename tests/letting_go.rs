@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use support::{unique, wait_for, Amqp, Server, Stream};
 
@@ -34,30 +33,12 @@ fn time_to_let_go(server: &Server, leave: impl FnOnce(Stream)) -> Duration {
     left.elapsed()
 }
 
-fn reset(stream: Stream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a pointer to a live linger of the size passed.
-    unsafe {
-        libc::setsockopt(
-            stream.socket().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(stream);
-}
-
 #[test]
 fn a_closed_idle_stream_lets_go_of_its_queue_at_once() {
     // The default keep-alive: an idle stream writes nothing for 15 s.
     let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "15")]).ready();
     let fin = time_to_let_go(&server, Stream::close);
-    let rst = time_to_let_go(&server, reset);
+    let rst = time_to_let_go(&server, Stream::reset);
     eprintln!("let go after the client's FIN in {fin:?}, after its RST in {rst:?}");
 }
 
@@ -65,5 +46,5 @@ fn a_closed_idle_stream_lets_go_of_its_queue_at_once() {
 fn a_closed_stream_without_keepalives_lets_go_too() {
     let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "0")]).ready();
     time_to_let_go(&server, Stream::close);
-    time_to_let_go(&server, reset);
+    time_to_let_go(&server, Stream::reset);
 }

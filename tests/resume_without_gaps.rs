@@ -10,20 +10,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{unique, wait_for, Amqp, Server, Stream};
+use support::{assert_exactly_once, numbered, unique, wait_for, Amqp, Server, Stream};
 
 /// The server's defaults, but for the test config's keep-alive of 0, put back to 15 s.
 const DEFAULTS: [(&str, &str); 1] = [("EVENTSOURCED_SERVER_KEEPALIVE", "15")];
-
-fn numbered(from: u32, to: u32) -> Vec<String> {
-    (from..=to).map(|n| format!("m{n}")).collect()
-}
 
 /// Reads events until `want` distinct messages of `expected` arrived, or `within` passed;
 /// returns every message read, in order, and the last event id.
@@ -49,47 +43,6 @@ fn read_until(
         }
     }
     (got, last)
-}
-
-/// Prints the case's line, then fails on anything missing or duplicated.
-fn report(case: &str, published: &[String], received: &[String]) {
-    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
-    for m in received {
-        *counts.entry(m).or_default() += 1;
-    }
-    let missing: Vec<&String> = published
-        .iter()
-        .filter(|m| !counts.contains_key(m))
-        .collect();
-    let duplicated: usize = counts.values().map(|n| n - 1).sum();
-    eprintln!(
-        "resume: {case:<44} published {:>5}  received {:>5}  missing {:>3}  duplicated {:>3}",
-        published.len(),
-        received.len(),
-        missing.len(),
-        duplicated
-    );
-    assert!(missing.is_empty(), "{case}: missing {missing:?}");
-    assert_eq!(duplicated, 0, "{case}: duplicates");
-}
-
-/// Closes with RST, as a client whose process died with unread data does.
-fn reset(stream: Stream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt with a pointer to a live linger of the size passed.
-    unsafe {
-        libc::setsockopt(
-            stream.socket().as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-    drop(stream);
 }
 
 /// Closes with FIN: the client's side is shut, and the server is seen to end the stream.
@@ -119,7 +72,7 @@ fn stall_then_leave(case: &str, stall: Duration, leave: fn(Stream)) {
     let mut again = Stream::open(server.addr, &target, &[("Last-Event-ID", last.as_str())]);
     let (rest, _) = read_until(&mut again, &published[1000..], Duration::from_secs(60));
     received.extend(rest);
-    report(case, &published, &received);
+    assert_exactly_once(case, &published, &received);
 }
 
 #[test]
@@ -129,7 +82,7 @@ fn a_stall_of_one_second_then_fin() {
 
 #[test]
 fn a_stall_of_one_second_then_rst() {
-    stall_then_leave("stall 1 s, RST", Duration::from_secs(1), reset);
+    stall_then_leave("stall 1 s, RST", Duration::from_secs(1), Stream::reset);
 }
 
 #[test]
@@ -139,7 +92,7 @@ fn a_stall_of_twenty_seconds_then_fin() {
 
 #[test]
 fn a_stall_of_twenty_seconds_then_rst() {
-    stall_then_leave("stall 20 s, RST", Duration::from_secs(20), reset);
+    stall_then_leave("stall 20 s, RST", Duration::from_secs(20), Stream::reset);
 }
 
 #[test]
@@ -169,14 +122,14 @@ fn a_slow_stream_whose_reader_stops_for_a_minute_then_vanishes() {
     let (mut received, last) = read_until(&mut stream, &published[..100], support::WAIT);
     // The reader stops for a minute while messages keep coming, then its process dies.
     thread::sleep(Duration::from_secs(60));
-    reset(stream);
+    stream.reset();
     let last = last.expect("events carry ids");
     let mut again = Stream::open(server.addr, &target, &[("Last-Event-ID", last.as_str())]);
     let (rest, _) = read_until(&mut again, &published[100..], Duration::from_secs(60));
     received.extend(rest);
     publisher.join().expect("the publisher");
     assert!(!publishing.load(Ordering::Acquire));
-    report(
+    assert_exactly_once(
         "slow stream, reader stops 60 s, then RST",
         &published,
         &received,

@@ -266,6 +266,25 @@ impl Stream {
         false
     }
 
+    /// Closes the socket with RST, as the kernel of a client that crashed with unread data does.
+    pub fn reset(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt with a pointer to a live linger of the size passed, on our socket.
+        unsafe {
+            libc::setsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Closes the socket with FIN, as a tab being closed does.
     pub fn close(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);

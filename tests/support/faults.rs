@@ -2,7 +2,7 @@
 //! broker, the broker connections of a process (found in `/proc`) closed by the broker, and a
 //! relay that goes silent as a network partition does.
 
-use super::broker_port;
+use super::{broker_port, TempDir};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -155,5 +155,65 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A private broker of a test's own, which it may stop and start.
+pub struct OwnBroker {
+    dir: TempDir,
+    pub port: u16,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let dir = TempDir::new("broker");
+        let base = broker_port() + 7;
+        let port = (base..base + 50)
+            .find(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
+            .expect("a free port");
+        let broker = OwnBroker { dir, port };
+        broker.script(&[
+            "start",
+            &broker.dir.path.display().to_string(),
+            &port.to_string(),
+        ]);
+        broker
+    }
+
+    fn script(&self, args: &[&str]) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
+        let status = Command::new(script)
+            .args(args)
+            .status()
+            .expect("run scripts/rabbitmq");
+        assert!(status.success(), "scripts/rabbitmq {args:?}");
+    }
+
+    pub fn stop(&self) {
+        self.script(&["stop", &self.dir.path.display().to_string()]);
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Starts the broker again after `stop`, on the same port with the same data.
+    pub fn start_again(&self) {
+        self.script(&[
+            "start",
+            &self.dir.path.display().to_string(),
+            &self.port.to_string(),
+        ]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

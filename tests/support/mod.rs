@@ -23,9 +23,11 @@ pub use amqp::{amqp_connection, amqp_connection_to, broker_port, broker_url, Amq
 #[allow(unused_imports)]
 pub use client::{parse_event, read_many, request, Event, Response, Stream};
 #[allow(unused_imports)]
-pub use faults::{broker_connection_ports, close_broker_connections_of, rabbitmqctl, Relay};
+pub use faults::{
+    broker_connection_ports, close_broker_connections_of, rabbitmqctl, OwnBroker, Relay,
+};
 #[allow(unused_imports)]
-pub use numbered::{assert_none_missing, has_all, numbered};
+pub use numbered::{assert_exactly_once, assert_none_missing, has_all, numbered};
 #[allow(unused_imports)]
 pub use server::Server;
 

@@ -18,6 +18,20 @@ pub fn has_all(received: &[String], expected: &[String]) -> bool {
 /// Prints a line for `what` (published, received, missing, duplicated) and fails when anything
 /// published is missing from `received`.
 pub fn assert_none_missing(what: &str, published: &[String], received: &[String]) {
+    let (missing, _) = tally(what, published, received);
+    assert!(missing.is_empty(), "{what}: missing {missing:?}");
+}
+
+/// As `assert_none_missing`, and fails on a duplicate too: what a client that says where it is
+/// must get.
+pub fn assert_exactly_once(what: &str, published: &[String], received: &[String]) {
+    let (missing, duplicated) = tally(what, published, received);
+    assert!(missing.is_empty(), "{what}: missing {missing:?}");
+    assert_eq!(duplicated, 0, "{what}: {duplicated} duplicates");
+}
+
+/// Prints the line and returns what is missing and how many duplicates arrived.
+fn tally<'a>(what: &str, published: &'a [String], received: &[String]) -> (Vec<&'a String>, usize) {
     let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
     for m in received {
         *counts.entry(m).or_default() += 1;
@@ -34,5 +48,5 @@ pub fn assert_none_missing(what: &str, published: &[String], received: &[String]
         missing.len(),
         duplicated
     );
-    assert!(missing.is_empty(), "{what}: missing {missing:?}");
+    (missing, duplicated)
 }
