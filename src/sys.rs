@@ -44,27 +44,6 @@ pub fn set_backlog(listener: &TcpListener, backlog: libc::c_int) {
     }
 }
 
-/// True when the peer has closed its side or reset the connection. Only for sockets whose
-/// peer sends nothing more (a stream client after its request): readable means end of stream.
-pub fn peer_closed(socket: &TcpStream) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: recv into a one-byte buffer we own, on a socket we own; MSG_PEEK leaves any
-    // data in place and MSG_DONTWAIT never blocks.
-    let n = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => true,
-        n if n > 0 => false,
-        _ => !would_block(&std::io::Error::last_os_error()),
-    }
-}
-
 /// Reads and discards whatever the peer sent, without blocking: true when the peer has closed
 /// or reset the connection (end of stream or an error), false when it is still open.
 pub fn discard_input_and_check_closed(fd: std::os::fd::RawFd) -> bool {

@@ -137,15 +137,20 @@ impl<T: Tagged> AckWindow<T> {
         }
     }
 
+    /// True when the oldest held delivery is past a bound at `now`: only then can anything be
+    /// released, and only then is the client's TCP worth asking about.
+    pub fn over_bounds(&self, now: Instant) -> bool {
+        self.held.front().is_some_and(|oldest| {
+            self.held.len() > self.bounds.messages
+                || self.bytes > self.bounds.bytes
+                || now.saturating_duration_since(oldest.written) >= self.bounds.age
+        })
+    }
+
     /// True when a delivery is past a bound but waits for the client's TCP: the broker may
     /// stop sending until it is released, so the caller should look again soon.
     pub fn waiting_on_client_tcp(&self, received: u64, now: Instant) -> bool {
-        self.held.front().is_some_and(|oldest| {
-            let over = self.held.len() > self.bounds.messages
-                || self.bytes > self.bounds.bytes
-                || now.saturating_duration_since(oldest.written) >= self.bounds.age;
-            over && oldest.end > received
-        })
+        self.over_bounds(now) && self.held.front().is_some_and(|oldest| oldest.end > received)
     }
 
     /// When the oldest held delivery reaches the age bound; `None` for never.
@@ -187,8 +192,11 @@ mod tests {
         let now = Instant::now();
         let mut window = AckWindow::new(bounds(5, LOTS, 60));
         fill(&mut window, 1..=5, now);
+        assert!(!window.over_bounds(now));
         assert_eq!(window.release(LOTS, now), Release::Nothing);
         assert_eq!(window.len(), 5);
+        window.hold(6, 60, 10, now);
+        assert!(window.over_bounds(now));
     }
 
     #[test]
