@@ -21,9 +21,10 @@ test:
 bench:
 	scripts/bench
 
-## The property tests with many more random cases (a few minutes).
+## The property tests with many more random cases (a few minutes); a failure is shrunk and its
+## seed saved in proptest-regressions/, which every later run tries first.
 fuzz:
-	EVENTSOURCED_PROPERTY_CASES=$${EVENTSOURCED_PROPERTY_CASES:-2000000} $(CARGO) test --release --lib property_tests
+	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test --release --lib property_tests
 
 ## Fully static musl binaries (dist/eventsourced-x86_64, dist/eventsourced-aarch64), built with
 ## Debian's Rust toolchain; installs what it needs when missing and run as root.

@@ -6,6 +6,8 @@
 use crate::http::query::{cookie_value, query_value};
 use crate::http::RequestHead;
 use crate::refusal::Refusal;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 /// Checks the request's token for `queue` at `now` (unix seconds).
 pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<(), Refusal> {
@@ -17,13 +19,11 @@ pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<()
     let (Some(expires), Some(token)) = (value("expires"), value("token")) else {
         return Err(Refusal::TokenMissing);
     };
-    let Ok(deadline) = expires.parse::<u64>() else {
+    let (Ok(deadline), Some(tag)) = (expires.parse::<u64>(), from_hex(&token)) else {
         return Err(Refusal::TokenInvalid);
     };
-    if !constant_time_eq(
-        token.as_bytes(),
-        self::token(key, queue, deadline).as_bytes(),
-    ) {
+    // `verify_slice` compares in constant time: the answer tells nothing of how close a guess was.
+    if signature(key, queue, deadline).verify_slice(&tag).is_err() {
         return Err(Refusal::TokenInvalid);
     }
     if deadline <= now {
@@ -34,141 +34,92 @@ pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<()
 
 /// The token for `queue` until `expires`.
 pub fn token(key: &[u8], queue: &str, expires: u64) -> String {
-    let mac = hmac_sha256(key, format!("{queue}\n{expires}").as_bytes());
-    mac.iter().map(|b| format!("{b:02x}")).collect()
+    let tag = signature(key, queue, expires).finalize().into_bytes();
+    tag.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+type HmacSha256 = Hmac<Sha256>;
+
+/// The MAC of "QUEUE\nEXPIRES", ready to finalize or verify.
+fn signature(key: &[u8], queue: &str, expires: u64) -> HmacSha256 {
+    signer(key).chain_update(format!("{queue}\n{expires}"))
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    let mut block = [0u8; 64];
-    if key.len() > 64 {
-        block[..32].copy_from_slice(&sha256(&[key]));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let inner_pad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-    let outer_pad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
-    let inner = sha256(&[&inner_pad, message]);
-    sha256(&[&outer_pad, &inner])
+fn signer(key: &[u8]) -> HmacSha256 {
+    // HMAC takes a key of any length (a long one is hashed first): this cannot fail.
+    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length")
 }
 
-/// SHA-256 (FIPS 180-4) of the concatenated `parts`.
-fn sha256(parts: &[&[u8]]) -> [u8; 32] {
-    const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2,
-    ];
-    let mut state: [u32; 8] = [
-        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-        0x5be0cd19,
-    ];
-    let length: usize = parts.iter().map(|p| p.len()).sum();
-    let mut message: Vec<u8> = Vec::with_capacity(length + 72);
-    for part in parts {
-        message.extend_from_slice(part);
+/// The 32 bytes a token spells as 64 lowercase hex digits; `None` for anything else.
+fn from_hex(token: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let digits = token.as_bytes();
+    if digits.len() != 64 {
+        return None;
     }
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
+    let mut tag = [0u8; 32];
+    for (byte, pair) in tag.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
     }
-    message.extend_from_slice(&((length as u64) * 8).to_be_bytes());
-    for chunk in message.chunks_exact(64) {
-        let mut w = [0u32; 64];
-        for (i, word) in chunk.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let choice = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(s1)
-                .wrapping_add(choice)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let majority = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(majority);
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *s = s.wrapping_add(v);
-        }
-    }
-    let mut out = [0u8; 32];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    out
+    Some(tag)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::head::parse_head;
+    use sha2::Digest;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn hmac_sha256(key: &[u8], message: &[u8]) -> String {
+        hex(&signer(key).chain_update(message).finalize().into_bytes())
+    }
+
     #[test]
     fn sha256_matches_the_standard_vectors() {
+        // FIPS 180-4 examples, through the crate as this build configures it.
+        let sha256 = |parts: &[&[u8]]| {
+            let mut hash = Sha256::new();
+            for part in parts {
+                hash.update(part);
+            }
+            hex(&hash.finalize())
+        };
         assert_eq!(
-            hex(&sha256(&[b""])),
+            sha256(&[b""]),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(
-            hex(&sha256(&[b"abc"])),
+            sha256(&[b"abc"]),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let long = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
         assert_eq!(
-            hex(&sha256(&[long])),
+            sha256(&[long]),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
-        assert_eq!(hex(&sha256(&[b"ab", b"c"])), hex(&sha256(&[b"abc"])));
+        assert_eq!(sha256(&[b"ab", b"c"]), sha256(&[b"abc"]));
     }
 
     #[test]
     fn hmac_matches_rfc_4231() {
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(
-            hex(&mac),
+            hmac_sha256(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         // Case 6: a key longer than the block is hashed first.
-        let mac = hmac_sha256(
-            &[0xaa; 131],
-            b"Test Using Larger Than Block-Size Key - Hash Key First",
-        );
         assert_eq!(
-            hex(&mac),
+            hmac_sha256(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }
@@ -180,6 +131,29 @@ mod tests {
             token(b"s3cret", "q", 1_700_000_000),
             "41d0a5f8fa3db5006ac6ebfc7fa3dbb4af59182476e1bf2ae97ab3b51423ea60"
         );
+    }
+
+    #[test]
+    fn only_64_lowercase_hex_digits_are_a_token() {
+        let good = token(b"k", "q", 2000);
+        assert_eq!(from_hex(&good).map(|tag| hex(&tag)), Some(good.clone()));
+        for bad in [
+            good.to_uppercase(),
+            good[..62].to_string(),
+            format!("{good}00"),
+            format!("{}g", &good[..63]),
+            format!("+{}", &good[1..]),
+            format!("{}\u{e9}", &good[..62]),
+            String::new(),
+        ] {
+            assert_eq!(from_hex(&bad), None, "{bad:?}");
+            let target = format!("/?expires=2000&token={bad}");
+            assert_eq!(
+                check(b"k", "q", &head(&target, None), 1000),
+                Err(Refusal::TokenInvalid),
+                "{bad:?}"
+            );
+        }
     }
 
     fn head(target: &str, cookie: Option<&str>) -> RequestHead {

@@ -14,6 +14,9 @@ use std::net::TcpStream;
 /// The largest request head we read; browsers send a few hundred bytes, cookies a few KiB.
 pub const MAX_HEAD: usize = 16 * 1024;
 
+/// The most header lines a head may have (browsers send about fifteen); more is `TooLarge`.
+pub const MAX_HEADERS: usize = 64;
+
 /// A parsed request line and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -64,7 +67,7 @@ impl RequestHead {
 /// Why no request could be read. Each has the status a client is answered with, if any.
 #[derive(Debug)]
 pub enum HttpError {
-    /// The head exceeds `MAX_HEAD`.
+    /// The head exceeds `MAX_HEAD` bytes or `MAX_HEADERS` header lines.
     TooLarge,
     /// Not an HTTP/1.x request head; the text says what is wrong.
     Malformed(&'static str),
@@ -90,7 +93,10 @@ impl HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpError::TooLarge => write!(f, "request head over {MAX_HEAD} bytes"),
+            HttpError::TooLarge => write!(
+                f,
+                "request head over {MAX_HEAD} bytes or {MAX_HEADERS} headers"
+            ),
             HttpError::Malformed(why) => f.write_str(why),
             HttpError::Timeout => f.write_str("request head not received in time"),
             HttpError::Closed => f.write_str("client closed before sending a request"),
@@ -102,47 +108,43 @@ impl fmt::Display for HttpError {
 impl std::error::Error for HttpError {}
 
 /// Parses a request head at the start of `buffer`: `Ok(None)` while it is incomplete.
+///
+/// httparse reads the request line and headers (CRLF or bare LF line ends, empty lines before
+/// the request line skipped as RFC 9112 allows); our limits and stricter rules go around it.
 pub fn parse_head(buffer: &[u8]) -> Result<Option<RequestHead>, HttpError> {
-    let Some(end) = find_head_end(buffer) else {
-        return if buffer.len() > MAX_HEAD {
-            Err(HttpError::TooLarge)
-        } else {
-            Ok(None)
-        };
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let end = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) if buffer.len() > MAX_HEAD => {
+            return Err(HttpError::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => return Err(refused(error, buffer)),
     };
     if end > MAX_HEAD {
         return Err(HttpError::TooLarge);
     }
-    let text = std::str::from_utf8(&buffer[..end])
-        .map_err(|_| HttpError::Malformed("request head is not UTF-8"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or("");
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target)) = (request.method, request.path) else {
         return Err(HttpError::Malformed("malformed request line"));
     };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+    // httparse takes any token; every method we answer is an uppercase word.
+    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(HttpError::Malformed("malformed method"));
     }
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(HttpError::Malformed("unsupported HTTP version"));
+    // httparse refuses ASCII controls here; this catches the C1 controls of UTF-8 text too.
+    if target.chars().any(char::is_control) {
+        return Err(HttpError::Malformed(TARGET_CONTROL));
     }
     let target = origin_form(target).ok_or(HttpError::Malformed("malformed request target"))?;
-    let mut headers = Vec::new();
-    for line in lines.take_while(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(HttpError::Malformed("malformed header"))?;
-        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        if name.is_empty() || !name.bytes().all(token) {
-            return Err(HttpError::Malformed("malformed header name"));
-        }
+    let mut headers = Vec::with_capacity(request.headers.len());
+    for header in request.headers.iter() {
+        let value = std::str::from_utf8(header.value)
+            .map_err(|_| HttpError::Malformed("request head is not UTF-8"))?;
         if value.chars().any(|c| c.is_control() && c != '\t') {
-            return Err(HttpError::Malformed("control character in a header"));
+            return Err(HttpError::Malformed(HEADER_CONTROL));
         }
-        headers.push((name.to_string(), value.trim().to_string()));
+        headers.push((header.name.to_string(), value.trim().to_string()));
     }
     Ok(Some(RequestHead {
         method: method.to_string(),
@@ -151,21 +153,47 @@ pub fn parse_head(buffer: &[u8]) -> Result<Option<RequestHead>, HttpError> {
     }))
 }
 
-/// Index just past the empty line that ends the head (CRLF or bare LF line ends).
-fn find_head_end(buffer: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(offset) = buffer[i..].iter().position(|&b| b == b'\n') {
-        let at = i + offset;
-        let rest = &buffer[at + 1..];
-        if rest.starts_with(b"\n") {
-            return Some(at + 2);
-        }
-        if rest.starts_with(b"\r\n") {
-            return Some(at + 3);
-        }
-        i = at + 1;
+const TARGET_CONTROL: &str = "control character in the request target";
+const HEADER_CONTROL: &str = "control character in a header";
+
+/// Our answer to what httparse refused.
+fn refused(error: httparse::Error, buffer: &[u8]) -> HttpError {
+    HttpError::Malformed(match error {
+        // More header lines than we keep room for: the head is too large, whatever its bytes
+        // (431, as for one over MAX_HEAD), not malformed.
+        httparse::Error::TooManyHeaders => return HttpError::TooLarge,
+        httparse::Error::Token => request_line_fault(buffer),
+        httparse::Error::Version => "unsupported HTTP version",
+        httparse::Error::HeaderName => "malformed header name",
+        httparse::Error::HeaderValue => HEADER_CONTROL,
+        httparse::Error::NewLine => "malformed line end",
+        httparse::Error::Status => "malformed request line",
+    })
+}
+
+/// What is wrong with a request line that httparse refused as an "invalid token".
+fn request_line_fault(buffer: &[u8]) -> &'static str {
+    let start = buffer
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buffer.len());
+    let line = buffer[start..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().unwrap_or_default();
+    if method.is_empty() || !method.iter().all(u8::is_ascii_uppercase) {
+        "malformed method"
+    } else if target.iter().any(u8::is_ascii_control) {
+        TARGET_CONTROL
+    } else if std::str::from_utf8(target).is_err() {
+        "request head is not UTF-8"
+    } else {
+        "malformed request line"
     }
-    None
 }
 
 /// `/p?q` stays; `http://host/p?q` becomes `/p?q`; anything else is refused.
@@ -302,6 +330,86 @@ mod tests {
             parse(&format!("{long}\r\n")),
             Err(HttpError::TooLarge)
         ));
+    }
+
+    fn refusal(bytes: &[u8]) -> Option<&'static str> {
+        match parse_head(bytes) {
+            Err(HttpError::Malformed(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        for (bad, why) in [
+            ("get / HTTP/1.1\r\n\r\n", "malformed method"),
+            ("G@T / HTTP/1.1\r\n\r\n", "malformed method"),
+            ("GET / HTTP/2.0\r\n\r\n", "unsupported HTTP version"),
+            ("HELLO\r\n\r\n", "malformed request line"),
+            ("GET /\r\n\r\n", "malformed request line"),
+            ("GET  / HTTP/1.1\r\n\r\n", "malformed request line"),
+            ("GET x HTTP/1.1\r\n\r\n", "malformed request target"),
+            (
+                "GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+                "malformed header name",
+            ),
+            ("GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", HEADER_CONTROL),
+            ("GET / HTTP/1.1\r\nX: a\u{85}b\r\n\r\n", HEADER_CONTROL),
+        ] {
+            assert_eq!(refusal(bad.as_bytes()), Some(why), "{bad:?}");
+        }
+        for bad in [
+            &b"GET /\xff HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n",
+        ] {
+            assert_eq!(refusal(bad), Some("request head is not UTF-8"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_control_characters_in_the_target() {
+        for control in ["\x1b", "\x7f", "\0", "\x01", "\t", "\r", "\u{85}", "\u{9b}"] {
+            for target in [
+                format!("/a{control}b"),
+                format!("/a{control}"),
+                format!("http://h/?id={control}"),
+            ] {
+                let text = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+                assert_eq!(refusal(text.as_bytes()), Some(TARGET_CONTROL), "{text:?}");
+                // An ASCII control is refused as soon as it arrives, before the rest of the head
+                // (a CR that may be a line end says only that the line is malformed).
+                let start = format!("GET {target}");
+                if control.is_ascii() && !start.ends_with('\r') {
+                    assert_eq!(refusal(start.as_bytes()), Some(TARGET_CONTROL), "{start:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_more_headers_than_it_keeps() {
+        let head = |count: usize| {
+            let headers: String = (0..count).map(|i| format!("X-{i}: {i}\r\n")).collect();
+            format!("GET / HTTP/1.1\r\n{headers}\r\n")
+        };
+        let most = parse(&head(MAX_HEADERS)).unwrap().unwrap();
+        assert_eq!(most.headers.len(), MAX_HEADERS);
+        // One more is "too large" (431), as a head over MAX_HEAD bytes is, complete or not.
+        assert!(matches!(
+            parse(&head(MAX_HEADERS + 1)),
+            Err(HttpError::TooLarge)
+        ));
+        let unfinished = head(MAX_HEADERS + 1);
+        let unfinished = unfinished.strip_suffix("\r\n").unwrap_or_default();
+        assert!(matches!(parse(unfinished), Err(HttpError::TooLarge)));
+    }
+
+    #[test]
+    fn skips_empty_lines_before_the_request_line() {
+        // RFC 9112 section 2.2: a server should ignore them.
+        let head = parse("\r\n\nGET /p HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.target, "/p");
+        assert!(parse("\r\n\r\n").unwrap().is_none());
     }
 
     #[test]
