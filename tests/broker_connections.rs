@@ -6,13 +6,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{numbered, unique, wait_for, Amqp, Server, Stream};
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
+use support::{closed_port, numbered, unique, wait_for, Amqp, Server, Stream};
 
 #[test]
 fn a_broker_that_is_down_gets_503_at_once_and_is_retried_without_its_password() {

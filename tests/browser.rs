@@ -185,12 +185,7 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
         eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address();
     let settings = [
         ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
         ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
@@ -238,12 +233,7 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
 
 /// A free loopback address for a server the page will reach.
 fn free_address() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", support::closed_port())
 }
 
 fn example_page(address: &str, queue: &str) -> String {
@@ -253,6 +243,14 @@ fn example_page(address: &str, queue: &str) -> String {
 
 fn page_state(browser: &mut Browser) -> String {
     browser.text("document.getElementById('status').dataset.state")
+}
+
+/// The page, which had m1 and m2, shows m3 within `within`, each once, and its stream is open.
+fn shows_the_next_message(browser: &mut Browser, within: Duration) {
+    wait_for("the next message", within, || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(browser), "open");
 }
 
 /// Waits until the server refused the page's stream for `reason` at least `times` times, and
@@ -295,10 +293,7 @@ fn a_full_pool_does_not_end_the_page() {
         browser.events() == numbered(1, 2)
     });
     amqp.publish(&queue, "m3");
-    wait_for("the next message", support::WAIT, || {
-        browser.events() == numbered(1, 3)
-    });
-    assert_eq!(page_state(&mut browser), "open");
+    shows_the_next_message(&mut browser, support::WAIT);
 }
 
 #[test]
@@ -338,10 +333,8 @@ fn a_stopped_broker_does_not_end_the_page() {
     broker.start_again();
     let amqp = Amqp::connect_to(broker.port).expect("the private broker, again");
     amqp.publish_with(&queue, b"m3", persistent());
-    wait_for("the next message", Duration::from_secs(60), || {
-        browser.events() == numbered(1, 3)
-    });
-    assert_eq!(page_state(&mut browser), "open");
+    // The server re-dials the broker with backoff.
+    shows_the_next_message(&mut browser, Duration::from_secs(60));
 }
 
 #[test]
@@ -370,10 +363,7 @@ fn a_queue_held_by_another_instance_does_not_end_the_page() {
         browser.events() == numbered(1, 2)
     });
     amqp.publish(&queue, "m3");
-    wait_for("the next message", support::WAIT, || {
-        browser.events() == numbered(1, 3)
-    });
-    assert_eq!(page_state(&mut browser), "open");
+    shows_the_next_message(&mut browser, support::WAIT);
     holding.wait_log("taken over");
     drop(old);
 }

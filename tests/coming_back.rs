@@ -64,12 +64,7 @@ fn a_full_pool_tells_an_event_stream_client_to_come_back() {
 
 #[test]
 fn a_broker_that_is_away_tells_event_stream_clients_to_come_back() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server::start_with_broker(&format!("amqp://guest:guest@127.0.0.1:{port}/"), &[]);
+    let server = Server::start_with_broker(&support::absent_broker_url(), &[]);
     let mut refused = Stream::open(server.addr, "/?id=any", &[EVENT_STREAM]);
     told_to_come_back(&mut refused, "broker: no connection available");
     let plain = request(server.addr, "GET", "/?id=any", &[]);
@@ -82,13 +77,8 @@ fn a_broker_that_is_away_tells_event_stream_clients_to_come_back() {
 
 #[test]
 fn retry_refusals_off_gives_the_originals_503_to_everyone() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let server = Server::start_with_broker(
-        &format!("amqp://guest:guest@127.0.0.1:{port}/"),
+        &support::absent_broker_url(),
         &[("EVENTSOURCED_SERVER_RETRY_REFUSALS", "false")],
     );
     let refused = Stream::open(server.addr, "/?id=any", &[EVENT_STREAM]);

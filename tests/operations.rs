@@ -31,12 +31,7 @@ fn health_readiness_and_prometheus_metrics() {
 
 #[test]
 fn readiness_needs_a_broker() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server::start_with_broker(&format!("amqp://guest:guest@127.0.0.1:{port}/"), &[]);
+    let server = Server::start_with_broker(&support::absent_broker_url(), &[]);
     assert_eq!(request(server.addr, "GET", "/healthz", &[]).status, 200);
     let ready = request(server.addr, "GET", "/readyz", &[]);
     assert_eq!(ready.status, 503);

@@ -363,8 +363,7 @@ impl Session<'_> {
     fn idle_wait(&self, until_keepalive: Duration) -> Duration {
         let now = Instant::now();
         // Asking the kernel only when something could be released.
-        if self.window.over_bounds(now) && self.window.waiting_on_client_tcp(self.received(), now)
-        {
+        if self.window.over_bounds(now) && self.window.waiting_on_client_tcp(self.received(), now) {
             return SETTLE_INTERVAL;
         }
         let until_expiry = self

@@ -150,7 +150,11 @@ impl<T: Tagged> AckWindow<T> {
     /// True when a delivery is past a bound but waits for the client's TCP: the broker may
     /// stop sending until it is released, so the caller should look again soon.
     pub fn waiting_on_client_tcp(&self, received: u64, now: Instant) -> bool {
-        self.over_bounds(now) && self.held.front().is_some_and(|oldest| oldest.end > received)
+        self.over_bounds(now)
+            && self
+                .held
+                .front()
+                .is_some_and(|oldest| oldest.end > received)
     }
 
     /// When the oldest held delivery reaches the age bound; `None` for never.

@@ -53,6 +53,17 @@ pub fn unique(name: &str) -> String {
     )
 }
 
+/// A loopback port nothing listens on (for a broker that is down, or a server to start there).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A broker URL where no broker answers.
+pub fn absent_broker_url() -> String {
+    format!("amqp://guest:guest@127.0.0.1:{}/", closed_port())
+}
+
 /// Waits until `condition` holds, or panics with `what` at the deadline.
 pub fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
