@@ -9,13 +9,53 @@ use crate::refusal::Refusal;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// What a stream request's token is checked against.
+#[derive(Debug, Clone)]
+pub struct Signing {
+    /// The secret in force first, then a previous one still accepted during a rotation.
+    pub keys: Vec<Vec<u8>>,
+    /// The longest a token may still be valid when presented, in seconds (`auth.max_ttl`).
+    pub max_ttl: Option<u64>,
+}
+
+impl Signing {
+    /// Checks the request's token for `queue` at `now` (unix seconds) with each key in turn.
+    pub fn check(&self, queue: &str, head: &RequestHead, now: u64) -> Result<(), Refusal> {
+        let mut outcome = Err(Refusal::TokenMissing);
+        for key in &self.keys {
+            outcome = check(key, queue, head, now);
+            if outcome != Err(Refusal::TokenInvalid) {
+                break;
+            }
+        }
+        outcome?;
+        // A token valid for longer than the server allows is refused, however it was minted: a
+        // leaked one must not open a queue for a year.
+        let expires = token_field(head, "expires").and_then(|e| e.parse::<u64>().ok());
+        match (self.max_ttl, expires) {
+            (Some(max), Some(expires)) if expires.saturating_sub(now) > max => {
+                Err(Refusal::TokenTooLong)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A token field (`expires`, `token`), from the query or a cookie.
+fn token_field(head: &RequestHead, name: &str) -> Option<String> {
+    query_value(head.query(), name)
+        .or_else(|| cookie_value(&head.headers, name))
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// When a token minted now for `ttl` seconds expires; `None` when that is past the clock's end.
+pub fn expiry(now: u64, ttl: u64) -> Option<u64> {
+    now.checked_add(ttl)
+}
+
 /// Checks the request's token for `queue` at `now` (unix seconds).
 pub fn check(key: &[u8], queue: &str, head: &RequestHead, now: u64) -> Result<(), Refusal> {
-    let value = |name: &str| {
-        query_value(head.query(), name)
-            .or_else(|| cookie_value(&head.headers, name))
-            .and_then(|v| String::from_utf8(v).ok())
-    };
+    let value = |name: &str| token_field(head, name);
     let (Some(expires), Some(token)) = (value("expires"), value("token")) else {
         return Err(Refusal::TokenMissing);
     };

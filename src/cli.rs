@@ -10,6 +10,10 @@ pub struct Args {
     #[argh(switch, short = 'c')]
     pub print_config: bool,
 
+    /// with -c: print broker passwords and auth secrets as configured instead of ***
+    #[argh(switch)]
+    pub show_secrets: bool,
+
     /// print the version and git commit, and exit
     #[argh(switch, short = 'v')]
     pub version: bool,

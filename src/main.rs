@@ -31,15 +31,32 @@ fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let config = config::load(search)?;
     if args.print_config {
-        print!("{}", config.to_yaml());
+        if args.show_secrets {
+            print!("{}", config.to_yaml_with_secrets());
+        } else {
+            print!("{}", config.to_yaml());
+        }
         return Ok(());
     }
     match &args.command {
         Some(cli::Command::Publish(publish)) => return Ok(publish::publish(&config, publish)?),
         Some(cli::Command::Token(token)) => {
             let key = config.auth.key.as_deref().ok_or("auth.secret is not set")?;
+            let max_ttl = config.auth.max_ttl;
+            if max_ttl > 0 && token.ttl > max_ttl {
+                return Err(format!(
+                    "--ttl {} is longer than auth.max_ttl ({max_ttl} s): the server would refuse the token",
+                    token.ttl
+                )
+                .into());
+            }
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
-            let expires = now.as_secs() + token.ttl;
+            let expires = auth::expiry(now.as_secs(), token.ttl).ok_or_else(|| {
+                format!(
+                    "--ttl {} is too large: the expiry would overflow",
+                    token.ttl
+                )
+            })?;
             println!(
                 "expires={expires}&token={}",
                 auth::token(key, &token.queue, expires)

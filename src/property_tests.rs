@@ -54,6 +54,12 @@ const INTERESTING: &[&[u8]] = &[
     b"id",
     b"sid",
     b"data: ",
+    b".",
+    b"*",
+    b"#",
+    b"%23",
+    b"%2A",
+    b"%2e",
 ];
 
 /// Up to about `max` bytes, a third of the pieces from `INTERESTING`.
@@ -212,7 +218,37 @@ proptest! {
                 prop_assert!(!name.is_empty() && name.len() <= 255, "{:?}", name);
                 prop_assert!(!name.chars().any(char::is_control), "{:?}", name);
                 prop_assert!(!name.to_ascii_lowercase().starts_with("amq."), "{:?}", name);
+                prop_assert!(!name.contains(['*', '#']), "{:?}", name);
             }
+        }
+    }
+
+    #[test]
+    fn no_request_value_widens_a_binding(
+        (before, id, after) in (text(20), text(60), text(10)),
+        topic in text(20),
+    ) {
+        // The README's per-user topic binding, and one with a second value.
+        let key = Pattern::parse("user.${query:id}").unwrap();
+        let nested = Pattern::parse("user.${query:id}.${query:topic}").unwrap();
+        let exchange = Pattern::parse("${query:id}.events").unwrap();
+        let query = format!("{before}id={id}&topic={topic}&{after}");
+        let parts = RequestParts {
+            query: &query,
+            headers: &[],
+        };
+        if let Ok(resolved) = key.resolve_binding(&parts) {
+            // Two words, the second a literal user id: no wildcard, no extra word.
+            let words: Vec<&str> = resolved.split('.').collect();
+            prop_assert_eq!(words.len(), 2, "{:?}", resolved);
+            prop_assert!(!resolved.contains(['*', '#']), "{:?}", resolved);
+        }
+        if let Ok(resolved) = nested.resolve_binding(&parts) {
+            prop_assert_eq!(resolved.split('.').count(), 3, "{:?}", resolved);
+            prop_assert!(!resolved.contains(['*', '#']), "{:?}", resolved);
+        }
+        if let Ok(resolved) = exchange.resolve_binding(&parts) {
+            prop_assert!(!resolved.to_ascii_lowercase().starts_with("amq."), "{:?}", resolved);
         }
     }
 

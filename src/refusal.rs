@@ -12,12 +12,16 @@ pub enum Refusal {
     MissingParameter,
     /// The name is empty, over 255 bytes, reserved (`amq.`), or not clean UTF-8 text.
     InvalidQueueName,
+    /// A request value holds what AMQP routing treats specially (`*`, `#`; `.` in a binding).
+    Wildcard,
     /// `auth.secret` is set and the request carries no `expires` and `token`.
     TokenMissing,
     /// The token's `expires` has passed.
     TokenExpired,
     /// The token does not sign this queue and expiry with the secret.
     TokenInvalid,
+    /// The token stays valid for longer than `auth.max_ttl` allows.
+    TokenTooLong,
     /// Another stream holds the queue and `queue.conflict: reject` keeps it (the original's rule).
     QueueTaken,
     /// Another stream holds the queue and did not let go within the takeover wait.
@@ -44,8 +48,12 @@ impl Refusal {
     /// The HTTP status of the refusal's plain answer.
     pub fn status(self) -> u16 {
         match self {
-            Refusal::TokenMissing | Refusal::TokenExpired | Refusal::TokenInvalid => 403,
+            Refusal::TokenMissing
+            | Refusal::TokenExpired
+            | Refusal::TokenInvalid
+            | Refusal::TokenTooLong => 403,
             Refusal::HeadTooLarge => 431,
+            Refusal::Wildcard => 400,
             Refusal::HeadTimeout => 408,
             Refusal::Malformed(_) => 400,
             // The original answers every other error 503, with its reason in a header.
@@ -58,9 +66,11 @@ impl Refusal {
         match self {
             Refusal::MissingParameter => "request parameter(s) missing",
             Refusal::InvalidQueueName => "invalid queue name",
+            Refusal::Wildcard => "request value holds a routing wildcard",
             Refusal::TokenMissing => "auth: token missing",
             Refusal::TokenExpired => "auth: token expired",
             Refusal::TokenInvalid => "auth: token invalid",
+            Refusal::TokenTooLong => "auth: token valid for too long",
             Refusal::QueueTaken | Refusal::QueueHeld => "server: max consumers exceeded",
             Refusal::TooManyStreams => "server: too many streams",
             Refusal::Draining => "server: draining",
@@ -101,12 +111,14 @@ impl Refusal {
     }
 
     /// Every refusal with a fixed label, for the metric's documentation and tests.
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::MissingParameter,
         Refusal::InvalidQueueName,
+        Refusal::Wildcard,
         Refusal::TokenMissing,
         Refusal::TokenExpired,
         Refusal::TokenInvalid,
+        Refusal::TokenTooLong,
         Refusal::QueueTaken,
         Refusal::QueueHeld,
         Refusal::TooManyStreams,

@@ -52,7 +52,8 @@ fn dump_shows_defaults_files_and_environment_merged() {
     for expected in [
         "server:\n  address: 127.0.0.1:9\n",
         "queue:\n  pattern: ${query:id}\n  expires: 60\n",
-        "- amqp://guest:guest@127.0.0.1:5672/\n  - amqp://guest:guest@127.0.0.1:5672/\n",
+        // Passwords are hidden in the dump (`--show-secrets` prints them).
+        "- amqp://guest:***@127.0.0.1:5672/\n  - amqp://guest:***@127.0.0.1:5672/\n",
         "    Access-Control-Allow-Origin: '*'\n    X-Extra: one\n",
         "    Transfer-Encoding: identity\n",
     ] {

@@ -18,22 +18,30 @@ pub struct BrokerUrl {
     options: Vec<(String, u64)>,
 }
 
-/// Why a broker URL was refused.
+/// Why a broker URL was refused. No variant carries text from the URL but a well-formed scheme:
+/// a mistyped URL may have its password anywhere, and the message must not show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlError {
-    /// Only plain `amqp://` is built in; TLS belongs to a proxy or a sidecar.
+    /// A scheme other than `amqp`.
     Scheme(String),
+    /// Nothing that reads as `scheme://`.
+    NoScheme,
     /// No host between `@` and the port or path.
     MissingHost,
     /// The port is not a number from 1 to 65535.
-    Port(String),
+    Port,
     /// More than one path segment: the path names exactly one vhost.
-    Path(String),
-    /// A query option amiquip does not know, or a value that is not a number.
-    Option(String),
+    Path,
+    /// A query option amiquip does not know.
+    UnknownOption,
+    /// A known option whose value is not a number in its range.
+    OptionValue(&'static str),
     /// A broken `%XX` escape in the user, password or vhost.
-    Encoding(String),
+    Encoding,
 }
+
+/// What to check when a part looks wrong: characters that end a part early.
+const ENCODE_HINT: &str = "a '/', '?', '@' or '%' in the user or password must be percent-encoded";
 
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -42,14 +50,22 @@ impl fmt::Display for UrlError {
                 f,
                 "scheme {s:?} is not supported: use amqp:// (terminate TLS in front of the broker)"
             ),
-            UrlError::MissingHost => f.write_str("the URL names no host"),
-            UrlError::Port(p) => write!(f, "port {p:?} is not a number from 1 to 65535"),
-            UrlError::Path(p) => write!(f, "path {p:?} must name one vhost, like /myvhost"),
-            UrlError::Option(o) => write!(
+            UrlError::NoScheme => f.write_str("the URL must start with amqp://"),
+            UrlError::MissingHost => write!(f, "the URL names no host ({ENCODE_HINT})"),
+            UrlError::Port => write!(
                 f,
-                "option {o:?} is not one of heartbeat, channel_max, connection_timeout (numbers)"
+                "the port is not a number from 1 to 65535 ({ENCODE_HINT})"
             ),
-            UrlError::Encoding(_) => {
+            UrlError::Path => write!(
+                f,
+                "the path must name one vhost, like /myvhost ({ENCODE_HINT})"
+            ),
+            UrlError::UnknownOption => write!(
+                f,
+                "an option is not one of heartbeat, channel_max, connection_timeout ({ENCODE_HINT})"
+            ),
+            UrlError::OptionValue(key) => write!(f, "option {key} needs a whole number in range"),
+            UrlError::Encoding => {
                 f.write_str("a %-escape in the user, password or vhost is broken")
             }
         }
@@ -63,8 +79,10 @@ impl BrokerUrl {
         let raw = raw.trim();
         let rest = match raw.split_once("://") {
             Some(("amqp", rest)) => rest,
-            Some((scheme, _)) => return Err(UrlError::Scheme(scheme.to_string())),
-            None => return Err(UrlError::Scheme(raw.to_string())),
+            Some((scheme, _)) if is_scheme(scheme) => {
+                return Err(UrlError::Scheme(scheme.to_string()))
+            }
+            _ => return Err(UrlError::NoScheme),
         };
         let (before_query, query) = match rest.split_once('?') {
             Some((b, q)) => (b, q),
@@ -75,7 +93,7 @@ impl BrokerUrl {
             None => (before_query, ""),
         };
         if path.len() > 1 && path[1..].contains('/') {
-            return Err(UrlError::Path(path.to_string()));
+            return Err(UrlError::Path);
         }
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -88,20 +106,21 @@ impl BrokerUrl {
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let limit = match key {
-                "heartbeat" | "channel_max" => u64::from(u16::MAX),
-                "connection_timeout" => u64::MAX,
-                _ => return Err(UrlError::Option(pair.to_string())),
+            let (key, limit) = match key {
+                "heartbeat" => ("heartbeat", u64::from(u16::MAX)),
+                "channel_max" => ("channel_max", u64::from(u16::MAX)),
+                "connection_timeout" => ("connection_timeout", u64::MAX),
+                _ => return Err(UrlError::UnknownOption),
             };
             match value.parse::<u64>() {
                 Ok(n) if n <= limit => options.push((key.to_string(), n)),
-                _ => return Err(UrlError::Option(pair.to_string())),
+                _ => return Err(UrlError::OptionValue(key)),
             }
         }
         let decode = |text: &str| {
             crate::http::query::percent_decode(text)
                 .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(|| UrlError::Encoding(text.to_string()))
+                .ok_or(UrlError::Encoding)
         };
         let credentials = match userinfo {
             Some(info) => {
@@ -180,6 +199,14 @@ impl BrokerUrl {
 }
 
 /// `%XX` decoding as URLs use it (a `+` stays a `+`); `None` for a broken escape or non-UTF-8.
+/// A URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
 fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         match rest.split_once(']') {
@@ -196,7 +223,7 @@ fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
         None | Some("") => 5672,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(UrlError::Port(p.to_string())),
+            _ => return Err(UrlError::Port),
         },
     };
     Ok((host, port))
@@ -257,15 +284,15 @@ mod tests {
         ));
         assert!(matches!(
             BrokerUrl::parse("127.0.0.1:5672"),
-            Err(UrlError::Scheme(_))
+            Err(UrlError::NoScheme)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h:99999/"),
-            Err(UrlError::Port(_))
+            Err(UrlError::Port)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h:x/"),
-            Err(UrlError::Port(_))
+            Err(UrlError::Port)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp:///"),
@@ -273,16 +300,34 @@ mod tests {
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h/a/b"),
-            Err(UrlError::Path(_))
+            Err(UrlError::Path)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h/?frame=1"),
-            Err(UrlError::Option(_))
+            Err(UrlError::UnknownOption)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h/?heartbeat=x"),
-            Err(UrlError::Option(_))
+            Err(UrlError::OptionValue("heartbeat"))
         ));
+    }
+
+    #[test]
+    fn errors_never_show_a_piece_of_a_mistyped_password() {
+        // Unencoded '/', '?', '@' or ':' in a password end the part they are in early.
+        // Every piece of the password here has "Zq" in it.
+        for url in [
+            "amqp://app:Zq1/Zq2/Zq3@mq/",
+            "amqp://app:Zq1?Zq2@mq/",
+            "amqp://app:Zq1:Zq2@mq:Zq3/",
+            "app:Zq1@mq",
+            "amqp://app:Zq1@mq/?Zq2=1",
+            "amqp://app:Zq1@mq/%Zq",
+            "amqp://app:Zq1@mq:1/?heartbeat=Zq2",
+        ] {
+            let message = BrokerUrl::parse(url).unwrap_err().to_string();
+            assert!(!message.contains("Zq"), "{url}: {message:?}");
+        }
     }
 
     #[test]
@@ -302,11 +347,11 @@ mod tests {
         assert_eq!(BrokerUrl::parse("amqp://h/").unwrap().vhost(), "/");
         assert!(matches!(
             BrokerUrl::parse("amqp://h/%zz"),
-            Err(UrlError::Encoding(_))
+            Err(UrlError::Encoding)
         ));
         assert!(matches!(
             BrokerUrl::parse("amqp://h/?heartbeat=70000"),
-            Err(UrlError::Option(_))
+            Err(UrlError::OptionValue("heartbeat"))
         ));
         let url = BrokerUrl::parse("amqp://[::1]:5673/v").unwrap();
         assert_eq!(url.address(), "[::1]:5673");

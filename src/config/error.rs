@@ -23,6 +23,10 @@ pub enum ConfigError {
     EmptySecret { sources: String },
     /// `queue.prefetch + queue.replay_window` does not fit the broker's prefetch count.
     QosTooLarge { prefetch: u16, replay_window: u16 },
+    /// `auth.previous_secret` without a secret in force.
+    PreviousWithoutSecret { sources: String },
+    /// With `auth.secret`, a binding uses request values that the signed queue name does not fix.
+    UnsignedBinding { key: String, pattern: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -38,6 +42,16 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptySecret { sources } => {
                 write!(f, "{sources}: auth: the secret is empty")
             }
+            ConfigError::PreviousWithoutSecret { sources } => write!(
+                f,
+                "{sources}: auth: previous_secret is set but no secret is: set the new secret too"
+            ),
+            ConfigError::UnsignedBinding { key, pattern } => write!(
+                f,
+                "{key}: with auth.secret set, a binding may only use the one placeholder of \
+                 queue.pattern ({pattern:?}), whose value the signed queue name fixes; other \
+                 request values would let a valid token widen the binding"
+            ),
             ConfigError::QosTooLarge {
                 prefetch,
                 replay_window,

@@ -114,8 +114,10 @@ pub fn merged(layers: Vec<Layer>) -> Value {
     let mut merged = defaults();
     for layer in layers {
         if names_a_secret(&layer.value) {
-            if let Some(sections) = merged.as_mapping_mut() {
-                sections.remove("auth");
+            if let Some(auth) = merged.get_mut("auth").and_then(Value::as_mapping_mut) {
+                for &(_, key) in SECRET_FORMS {
+                    auth.remove(key);
+                }
             }
         }
         merge(&mut merged, layer.value);
@@ -147,7 +149,7 @@ fn merge(base: &mut Value, over: Value) {
 }
 
 fn names_a_secret(layer: &Value) -> bool {
-    SECRETS
+    SECRET_FORMS
         .iter()
         .any(|&(section, key)| layer[section].get(key).is_some())
 }
@@ -216,8 +218,17 @@ pub struct EnvironmentKey {
 /// The keys whose variables are read with `Reading::CommaList`.
 const COMMA_LISTS: &[(&str, &str)] = &[("broker", "node")];
 
-/// The secrets have no default, so the defaults cannot name them; they are text.
-const SECRETS: &[(&str, &str)] = &[("auth", "secret"), ("auth", "secret_file")];
+/// The two forms of the secret in force: the last layer that names either decides.
+const SECRET_FORMS: &[(&str, &str)] = &[("auth", "secret"), ("auth", "secret_file")];
+
+/// The `auth` keys: the section is left out of the default dump (it is off unless a secret is
+/// set), so the defaults cannot name them. The secrets are text.
+const AUTH_KEYS: &[(&str, &str, Reading)] = &[
+    ("auth", "secret", Reading::Text),
+    ("auth", "secret_file", Reading::Text),
+    ("auth", "previous_secret", Reading::Text),
+    ("auth", "max_ttl", Reading::Yaml),
+];
 
 /// Every key the defaults hold, and the secrets: the same description as the files', so that a
 /// new key gets its variable by being given a default. A key whose default is text is read as
@@ -248,11 +259,15 @@ pub fn environment_keys() -> Vec<EnvironmentKey> {
             });
         }
     }
-    keys.extend(SECRETS.iter().map(|&(section, key)| EnvironmentKey {
-        section: section.to_string(),
-        key: key.to_string(),
-        reading: Reading::Text,
-    }));
+    keys.extend(
+        AUTH_KEYS
+            .iter()
+            .map(|&(section, key, reading)| EnvironmentKey {
+                section: section.to_string(),
+                key: key.to_string(),
+                reading,
+            }),
+    );
     keys
 }
 

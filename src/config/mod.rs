@@ -80,6 +80,12 @@ pub struct ServerConfig {
     pub retry_refusals: bool,
     /// Seconds open streams are left running after SIGTERM while new ones are refused.
     pub drain: u64,
+    /// Where `/metrics`, `/debug/vars`, `/healthz` and `/readyz` are served instead of on
+    /// `address` (which then answers them 404); empty: on `address`.
+    #[serde(deserialize_with = "values::optional_address")]
+    pub admin_address: String,
+    /// Request parameters whose values never reach a log line (signed URLs' `token`).
+    pub redact: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -96,6 +102,8 @@ impl Default for ServerConfig {
             retry_jitter: 20,
             retry_refusals: true,
             drain: 0,
+            admin_address: String::new(),
+            redact: vec!["token".into()],
         }
     }
 }
@@ -207,6 +215,12 @@ pub struct AuthConfig {
     pub secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_file: Option<PathBuf>,
+    /// The secret being replaced: tokens signed with it are still accepted while clients move
+    /// over to the new one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<String>,
+    /// The longest a token may still be valid when it is presented, in seconds; 0: no limit.
+    pub max_ttl: u64,
     /// The secret in force: `secret`, or the contents of `secret_file`.
     #[serde(skip)]
     pub key: Option<Vec<u8>>,
@@ -214,7 +228,16 @@ pub struct AuthConfig {
 
 impl AuthConfig {
     fn is_unset(&self) -> bool {
-        self.secret.is_none() && self.secret_file.is_none()
+        self.secret.is_none()
+            && self.secret_file.is_none()
+            && self.previous_secret.is_none()
+            && self.max_ttl == 0
+    }
+
+    /// The keys a token may be signed with: the secret in force, then the previous one.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let previous = self.previous_secret.as_ref().map(|s| s.as_bytes().to_vec());
+        self.key.iter().cloned().chain(previous).collect()
     }
 
     /// The secret in force, read from `secret_file` if that is how it is given.
@@ -265,8 +288,33 @@ pub fn load(search: Search) -> Result<Config, ConfigError> {
 }
 
 impl Config {
-    /// The effective configuration as YAML, in the original's layout (`-c`).
+    /// The effective configuration as YAML, in the original's layout (`-c`), with broker
+    /// passwords and secrets shown as `***`: a dump gets pasted into tickets and chats.
     pub fn to_yaml(&self) -> String {
+        let mut dump = match serde_yaml::to_value(self) {
+            Ok(dump) => dump,
+            Err(e) => return format!("# cannot print: {e}\n"),
+        };
+        dump["broker"]["node"] = self
+            .broker
+            .node
+            .iter()
+            .map(|url| serde_yaml::Value::String(url.to_string()))
+            .collect::<Vec<_>>()
+            .into();
+        if let Some(auth) = dump.get_mut("auth").and_then(|a| a.as_mapping_mut()) {
+            for key in ["secret", "previous_secret"] {
+                if let Some(secret) = auth.get_mut(key) {
+                    *secret = "***".into();
+                }
+            }
+        }
+        serde_yaml::to_string(&dump).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// The effective configuration as YAML with every secret as configured: a config file
+    /// (`-c --show-secrets`).
+    pub fn to_yaml_with_secrets(&self) -> String {
         serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
@@ -281,6 +329,12 @@ impl Config {
                 message: e.to_string(),
             })?;
         config.auth.key = config.auth.key(&joined)?;
+        if config.auth.key.is_none() && config.auth.previous_secret.is_some() {
+            return Err(ConfigError::PreviousWithoutSecret { sources: joined });
+        }
+        if config.auth.key.is_some() {
+            signed_bindings(&config.queue)?;
+        }
         let (prefetch, replay_window) = (config.queue.prefetch, config.queue.replay_window);
         if prefetch.checked_add(replay_window).is_none() {
             return Err(ConfigError::QosTooLarge {
@@ -291,6 +345,32 @@ impl Config {
         config.sources = sources;
         Ok(config)
     }
+}
+
+/// With signed URLs, a token signs the queue name; a binding filled from request values the name
+/// does not pin down could be widened by whoever holds a valid token. So each placeholder of
+/// `queue.bind` must be the one placeholder of `queue.pattern`, whose value the name fixes.
+fn signed_bindings(queue: &QueueConfig) -> Result<(), ConfigError> {
+    let named = queue.pattern.placeholders();
+    for (index, binding) in queue.bind.iter().enumerate() {
+        for (field, pattern) in [
+            ("exchange", &binding.exchange),
+            ("routing_key", &binding.routing_key),
+        ] {
+            let used = pattern.placeholders();
+            if used.is_empty() {
+                continue;
+            }
+            let covered = named.len() == 1 && used.iter().all(|p| *p == named[0]);
+            if !covered {
+                return Err(ConfigError::UnsignedBinding {
+                    key: format!("queue.bind[{index}].{field}"),
+                    pattern: queue.pattern.as_configured().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -484,6 +564,31 @@ mod tests {
         let message = error_of("queue:\n  arguments:\n    x-nested: {a: 1}\n");
         assert!(message.contains("queue.arguments"), "{message}");
         assert!(error_of("queue: {bind: [{exchange: x, key: y}]}").contains("unknown field `key`"));
+    }
+
+    #[test]
+    fn a_previous_secret_needs_a_secret_and_both_sign() {
+        let error = stacked(&["auth: {previous_secret: old}"], &[]).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::PreviousWithoutSecret { .. }),
+            "{error}"
+        );
+        let config = resolve(&["auth: {secret: new, previous_secret: old, max_ttl: 60}"]);
+        assert_eq!(config.auth.keys(), vec![b"new".to_vec(), b"old".to_vec()]);
+        assert_eq!(config.auth.max_ttl, 60);
+        let dump = config.to_yaml();
+        assert!(!dump.contains("new") && !dump.contains("old"), "{dump}");
+    }
+
+    #[test]
+    fn with_a_secret_bindings_use_only_the_signed_value() {
+        let ok = "auth: {secret: s}\nqueue: {pattern: 'u-${query:id}', bind: [{exchange: amq.topic, routing_key: 'user.${query:id}.#'}]}";
+        assert!(stacked(&[ok], &[]).is_ok());
+        let other = "auth: {secret: s}\nqueue: {bind: [{exchange: 'x-${cookie:team}'}]}";
+        let error = stacked(&[other], &[]).unwrap_err().to_string();
+        assert!(error.contains("queue.bind[0].exchange"), "{error}");
+        // Without a secret the same binding is allowed: there is no token to widen.
+        assert!(stacked(&["queue: {bind: [{exchange: 'x-${cookie:team}'}]}"], &[]).is_ok());
     }
 
     #[test]

@@ -36,6 +36,17 @@ pub fn address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
+/// An address as `address` checks it, or empty for none.
+pub fn optional_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_str(d, |text| match text.rsplit_once(':') {
+        _ if text.is_empty() => Ok(String::new()),
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(text.to_string()),
+        _ => Err(format!(
+            "address {text:?} must be HOST:PORT, like 127.0.0.1:2070, or empty for none"
+        )),
+    })
+}
+
 pub fn workers<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     checked_u64(d, |n| match usize::try_from(n) {
         Ok(n @ 1..=100_000) => Ok(n),

@@ -14,16 +14,21 @@ use std::sync::Arc;
 /// How far the delay a refused EventSource client is given is moved at random, in percent.
 const RETRY_JITTER_PERCENT: u8 = 20;
 
-/// A client connection: the socket we own and who is on the other end.
+/// A client connection: the socket we own, who is on the other end, and which listener it came
+/// through.
 pub struct Client {
     pub socket: TcpStream,
     pub peer: SocketAddr,
+    /// True for a connection to `server.admin_address`.
+    pub admin: bool,
 }
 
 pub struct Responder {
     metrics: Arc<Metrics>,
     /// Whether EventSource clients refused for a passing reason are told to come back.
     retry_refusals: bool,
+    /// Request parameters whose values never reach a log line.
+    redact: Vec<String>,
     cors: Vec<(String, String)>,
     /// The stream's status line and headers, without `Date` and the final empty line.
     stream_head: Vec<u8>,
@@ -37,6 +42,7 @@ impl Responder {
         cors: &BTreeMap<String, String>,
         sse: &BTreeMap<String, String>,
         retry_refusals: bool,
+        redact: Vec<String>,
         metrics: Arc<Metrics>,
     ) -> Responder {
         // SSE headers first, then CORS, as the original sets them: CORS wins a name both have.
@@ -59,6 +65,7 @@ impl Responder {
         Responder {
             metrics,
             retry_refusals,
+            redact,
             cors: cors.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             stream_head,
         }
@@ -86,6 +93,17 @@ impl Responder {
         self.send(client, 204, &[], b"");
     }
 
+    /// `METHOD target` for a log line, secrets hidden.
+    pub fn describe(&self, head: &RequestHead) -> String {
+        format!("{} {}", head.method, head.loggable_target(&self.redact))
+    }
+
+    /// 404: the operational documents on the public address when they have an address of
+    /// their own, and anything but them on that address.
+    pub fn not_found(&self, client: &mut Client) {
+        self.send(client, 404, &[], b"");
+    }
+
     /// 405 to any method but GET and OPTIONS.
     pub fn method_not_allowed(&self, client: &mut Client) {
         self.send(client, 405, &[], b"");
@@ -100,10 +118,7 @@ impl Responder {
     /// comes back after that delay, with its `Last-Event-ID`. Everything else gets the
     /// original's answer: the status, `X-Status-Reason`, and `Retry-After` when it passes.
     pub fn refuse(&self, client: &mut Client, request: Option<&RequestHead>, refusal: Refusal) {
-        let what = request.map_or_else(
-            || "a request".to_string(),
-            |head| format!("{} {}", head.method, head.target),
-        );
+        let what = request.map_or_else(|| "a request".to_string(), |head| self.describe(head));
         warn!("refused {what} from {}: {refusal}", client.peer);
         self.metrics.refused(refusal);
         let come_back = self.retry_refusals

@@ -44,6 +44,28 @@ impl RequestHead {
         query::header_value(&self.headers, name)
     }
 
+    /// The target as a log line may show it: the value of every query parameter named in
+    /// `redact` (a signed URL's `token`) is `***`.
+    pub fn loggable_target(&self, redact: &[String]) -> String {
+        let Some((path, query)) = self.target.split_once('?') else {
+            return self.target.clone();
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let (key, _) = pair.split_once('=').unwrap_or((pair, ""));
+                let secret = query::form_decode(key)
+                    .is_some_and(|k| redact.iter().any(|r| r.as_bytes() == k));
+                if secret {
+                    format!("{key}=***")
+                } else {
+                    pair.to_string()
+                }
+            })
+            .collect();
+        format!("{path}?{}", pairs.join("&"))
+    }
+
     /// Whether the client takes an event stream as an answer: EventSource sends
     /// `Accept: text/event-stream`.
     pub fn accepts_event_stream(&self) -> bool {
@@ -279,6 +301,20 @@ mod tests {
             head.headers[2],
             ("Last-Event-ID".to_string(), "7".to_string())
         );
+    }
+
+    #[test]
+    fn logged_targets_hide_secret_parameters() {
+        let head = parse("GET /?id=q&expires=9&tok%65n=s3cret&token=x HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let redact = ["token".to_string()];
+        assert_eq!(
+            head.loggable_target(&redact),
+            "/?id=q&expires=9&tok%65n=***&token=***"
+        );
+        let plain = parse("GET /p HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(plain.loggable_target(&redact), "/p");
     }
 
     #[test]

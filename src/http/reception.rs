@@ -24,7 +24,8 @@ pub struct Request {
     pub head: RequestHead,
 }
 
-/// Hands new connections to the reception thread.
+/// Hands new connections to the reception thread (from each listener's accept loop).
+#[derive(Clone)]
 pub struct Reception {
     connections: crossbeam_channel::Sender<Client>,
     ring: SetReadiness,

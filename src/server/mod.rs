@@ -14,7 +14,7 @@ use crate::stream::hangup::HangupWatch;
 use crate::stream::registry::Registry;
 use crate::stream::{StreamContext, StreamSettings};
 use crate::sys;
-use log::{error, info};
+use log::{error, info, warn};
 use pool::Pool;
 use routes::Routes;
 use std::fmt;
@@ -111,11 +111,7 @@ impl Server {
     pub fn run(self) -> Result<(), ServerError> {
         let started = Instant::now();
         let config = self.config;
-        let listener =
-            TcpListener::bind(&config.server.address).map_err(|error| ServerError::Bind {
-                address: config.server.address.clone(),
-                error,
-            })?;
+        let listener = bind(&config.server.address)?;
         let local = listener.local_addr().map_err(|error| ServerError::Bind {
             address: config.server.address.clone(),
             error,
@@ -133,6 +129,7 @@ impl Server {
             &config.header.cors,
             &config.header.sse,
             config.server.retry_refusals,
+            config.server.redact.clone(),
             Arc::clone(&metrics),
         ));
         let registry = Arc::new(Registry::default());
@@ -155,8 +152,17 @@ impl Server {
                 shutdown: shutdown_rx,
             },
             pattern: config.queue.pattern.clone(),
-            auth_key: config.auth.key.clone(),
+            signing: settings::signing(&config),
+            admin_apart: !config.server.admin_address.is_empty(),
         });
+        if !local.ip().is_loopback() && routes.signing.is_none() {
+            warn!(
+                "reachable beyond loopback ({local}) without auth.secret: anyone who can reach \
+                 it and knows or guesses a client's id can read that client's queue, take over its \
+                 stream, or create durable queues; set auth.secret (signed URLs), or listen on \
+                 127.0.0.1 behind a proxy that checks who is asking (README: Security)"
+            );
+        }
         let mut pool = Pool::new(
             config.server.workers,
             Arc::clone(&routes),
@@ -168,19 +174,33 @@ impl Server {
             move |request| pool.dispatch(request),
         )
         .map_err(ServerError::Reception)?;
+        let write_timeout = Duration::from_secs(config.server.write_timeout);
+        if !config.server.admin_address.is_empty() {
+            let admin = bind(&config.server.admin_address)?;
+            let address = admin.local_addr().map_err(|error| ServerError::Bind {
+                address: config.server.admin_address.clone(),
+                error,
+            })?;
+            accept_admin(admin, reception.clone(), write_timeout)?;
+            info!("operational documents on {address} (404 on {local})");
+        }
         info!(
             "listening on {local} ({} workers at most, ready in {} ms)",
             config.server.workers,
             started.elapsed().as_millis()
         );
 
-        let write_timeout = Duration::from_secs(config.server.write_timeout);
         while !self.stopper.stopping() {
             match listener.accept() {
                 Ok(_) if self.stopper.stopping() => break,
                 Ok((socket, peer)) => {
                     tune(&socket, write_timeout);
-                    if !reception.admit(Client { socket, peer }) {
+                    let client = Client {
+                        socket,
+                        peer,
+                        admin: false,
+                    };
+                    if !reception.admit(client) {
                         error!("reception has stopped; stopping");
                         break;
                     }
@@ -205,6 +225,45 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+fn bind(address: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address).map_err(|error| ServerError::Bind {
+        address: address.to_string(),
+        error,
+    })
+}
+
+/// The admin address's accept loop, on a thread of its own: its connections are read and
+/// served like the others, and marked so that they get the operational documents only.
+fn accept_admin(
+    listener: TcpListener,
+    reception: reception::Reception,
+    write_timeout: Duration,
+) -> Result<(), ServerError> {
+    let spawned = thread::Builder::new()
+        .name("admin-accept".into())
+        .stack_size(64 * 1024)
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok((socket, peer)) => {
+                    tune(&socket, write_timeout);
+                    let client = Client {
+                        socket,
+                        peer,
+                        admin: true,
+                    };
+                    if !reception.admit(client) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    error!("accepting an admin connection failed: {e}");
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        });
+    spawned.map(drop).map_err(ServerError::Threads)
 }
 
 /// Socket options of an accepted connection. Frames go out as written (no Nagle); a client

@@ -13,26 +13,37 @@ use crate::stream::{self, StreamContext};
 use log::debug;
 use std::sync::atomic::Ordering;
 
+/// The operational documents' paths.
+const OPERATIONAL: [&str; 4] = ["/debug/vars", "/metrics", "/healthz", "/readyz"];
+
 /// What every worker shares.
 pub struct Routes {
     pub stream: StreamContext,
     pub pattern: Pattern,
-    /// With `auth.secret`: the key stream requests must be signed with.
-    pub auth_key: Option<Vec<u8>>,
+    /// With `auth.secret`: what stream requests must be signed with.
+    pub signing: Option<auth::Signing>,
+    /// True when the operational documents have an address of their own.
+    pub admin_apart: bool,
 }
 
 impl Handler for Routes {
     fn handle(&self, request: Request) {
         let Request { mut client, head } = request;
-        debug!("{} {} from {}", head.method, head.target, client.peer);
         let responder = &self.stream.responder;
+        debug!("{} from {}", responder.describe(&head), client.peer);
         match head.method.as_str() {
             "GET" => {}
             "OPTIONS" => return responder.options(&mut client),
             _ => return responder.method_not_allowed(&mut client),
         }
-        if self.operational(&mut client, &head) {
-            return;
+        // With an admin address, it serves the operational documents and nothing else, and
+        // the public address does not serve them.
+        let operational = OPERATIONAL.contains(&head.path());
+        if self.admin_apart && operational != client.admin {
+            return responder.not_found(&mut client);
+        }
+        if operational {
+            return self.operational(&mut client, &head);
         }
         match self.queue_of(&head) {
             Ok(queue) => {
@@ -57,8 +68,8 @@ impl Handler for Routes {
 }
 
 impl Routes {
-    /// `/debug/vars`, `/metrics`, `/healthz`, `/readyz`: true when `head` asked for one.
-    fn operational(&self, client: &mut Client, head: &RequestHead) -> bool {
+    /// `/debug/vars`, `/metrics`, `/healthz`, `/readyz`.
+    fn operational(&self, client: &mut Client, head: &RequestHead) {
         let metrics: &Metrics = &self.stream.metrics;
         let responder = &self.stream.responder;
         match head.path() {
@@ -81,9 +92,8 @@ impl Routes {
                     responder.document(client, 503, "text/plain", &format!("{reason}\n"))
                 }
             },
-            _ => return false,
+            _ => responder.not_found(client),
         }
-        true
     }
 
     /// The queue a stream request names, or why it is refused.
@@ -92,11 +102,11 @@ impl Routes {
             return Err(Refusal::Draining);
         }
         let queue = self.pattern.resolve(&RequestParts::of(head))?;
-        if let Some(key) = &self.auth_key {
+        if let Some(signing) = &self.signing {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            auth::check(key, &queue, head, now)?;
+            signing.check(&queue, head, now)?;
         }
         Ok(queue)
     }

@@ -2,6 +2,7 @@
 //! reads `Config`.
 
 use crate::amqp::queue;
+use crate::auth::Signing;
 use crate::config::Config;
 use crate::stream::window::Bounds;
 use crate::stream::StreamSettings;
@@ -30,4 +31,13 @@ impl From<&Config> for StreamSettings {
                 .then(|| Duration::from_secs(config.server.keepalive)),
         }
     }
+}
+
+/// What stream requests must be signed with; `None` without `auth.secret`.
+pub fn signing(config: &Config) -> Option<Signing> {
+    config.auth.key.as_ref()?;
+    Some(Signing {
+        keys: config.auth.keys(),
+        max_ttl: (config.auth.max_ttl > 0).then_some(config.auth.max_ttl),
+    })
 }

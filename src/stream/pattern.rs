@@ -119,6 +119,19 @@ impl Pattern {
         })
     }
 
+    /// Every placeholder, as `category:name`, in order (repeats included).
+    pub fn placeholders(&self) -> Vec<String> {
+        self.parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Literal(_) => None,
+                Part::Query(name) => Some(format!("query:{name}")),
+                Part::Cookie(name) => Some(format!("cookie:{name}")),
+                Part::Header(name) => Some(format!("header:{name}")),
+            })
+            .collect()
+    }
+
     /// The pattern as configured, for `-c`.
     pub fn as_configured(&self) -> &str {
         &self.source
@@ -126,21 +139,30 @@ impl Pattern {
 
     /// The queue name this request asks for, or why there is none.
     pub fn resolve(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
-        validate_queue_name(self.substitute(request)?)
+        validate_queue_name(self.substitute(request, QUEUE_NAME_WILDCARDS)?)
     }
 
-    /// The text this pattern names for a request, for names other than the queue's (an exchange,
-    /// a routing key): at most 255 bytes of UTF-8 without control characters, `amq.` allowed.
-    pub fn resolve_text(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
-        let text =
-            String::from_utf8(self.substitute(request)?).map_err(|_| Refusal::InvalidQueueName)?;
+    /// The name this pattern gives a binding's exchange or routing key for a request: at most
+    /// 255 bytes of UTF-8 without control characters; `amq.` allowed where the pattern's own
+    /// text has it. A request value may not hold `.`: in a topic key it would add words, and in
+    /// an exchange name reach `amq.*`.
+    pub fn resolve_binding(&self, request: &RequestParts<'_>) -> Result<String, Refusal> {
+        let text = String::from_utf8(self.substitute(request, BINDING_WILDCARDS)?)
+            .map_err(|_| Refusal::InvalidQueueName)?;
         if text.len() > 255 || text.chars().any(char::is_control) {
+            return Err(Refusal::InvalidQueueName);
+        }
+        // `amq.` names the broker's own exchanges: only the configuration may say it.
+        let configured_amq =
+            matches!(self.parts.first(), Some(Part::Literal(l)) if is_amq(l.as_bytes()));
+        if is_amq(text.as_bytes()) && !configured_amq {
             return Err(Refusal::InvalidQueueName);
         }
         Ok(text)
     }
 
-    fn substitute(&self, request: &RequestParts<'_>) -> Result<Vec<u8>, Refusal> {
+    /// The pattern filled in; a request value holding any byte of `forbidden` is refused.
+    fn substitute(&self, request: &RequestParts<'_>, forbidden: &[u8]) -> Result<Vec<u8>, Refusal> {
         let mut name: Vec<u8> = Vec::new();
         for part in &self.parts {
             let value = match part {
@@ -151,7 +173,11 @@ impl Pattern {
                     header_value(request.headers, key).map(|v| v.as_bytes().to_vec())
                 }
             };
+            let from_request = !matches!(part, Part::Literal(_));
             match value {
+                Some(v) if from_request && v.iter().any(|b| forbidden.contains(b)) => {
+                    return Err(Refusal::Wildcard)
+                }
                 Some(v) if !v.is_empty() => name.extend_from_slice(&v),
                 _ => return Err(Refusal::MissingParameter),
             }
@@ -160,13 +186,24 @@ impl Pattern {
     }
 }
 
+/// True for a name in the broker's reserved `amq.` space, in any case.
+fn is_amq(name: &[u8]) -> bool {
+    name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"amq.")
+}
+
+/// What AMQP routing treats specially, refused in a request value that names a queue: the same
+/// value usually fills a binding too, where it would match other users' messages.
+const QUEUE_NAME_WILDCARDS: &[u8] = b"*#";
+/// As `QUEUE_NAME_WILDCARDS`, and the word separator of topic keys.
+const BINDING_WILDCARDS: &[u8] = b"*#.";
+
 /// RabbitMQ's limits plus ours: at most 255 bytes, not `amq.` in any case, UTF-8 without
 /// control characters (so a name is always safe to log and to declare).
 fn validate_queue_name(name: Vec<u8>) -> Result<String, Refusal> {
     if name.is_empty() || name.len() > 255 {
         return Err(Refusal::InvalidQueueName);
     }
-    if name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"amq.") {
+    if is_amq(&name) {
         return Err(Refusal::InvalidQueueName);
     }
     let name = String::from_utf8(name).map_err(|_| Refusal::InvalidQueueName)?;
@@ -287,7 +324,7 @@ mod tests {
     fn other_names_may_use_amq_and_be_empty() {
         let topic = Pattern::parse("amq.topic").unwrap();
         assert_eq!(
-            topic.resolve_text(&RequestParts {
+            topic.resolve_binding(&RequestParts {
                 query: "",
                 headers: &[]
             }),
@@ -298,9 +335,57 @@ mod tests {
             query: "id=ann",
             headers: &[],
         };
-        assert_eq!(key.resolve_text(&parts), Ok("user.ann".into()));
+        assert_eq!(key.resolve_binding(&parts), Ok("user.ann".into()));
         let empty = Pattern::parse("").unwrap();
-        assert_eq!(empty.resolve_text(&parts), Ok(String::new()));
+        assert_eq!(empty.resolve_binding(&parts), Ok(String::new()));
+    }
+
+    #[test]
+    fn routing_wildcards_from_the_request_are_refused() {
+        for query in ["id=%23", "id=a.*", "id=x.%23.y", "id=*"] {
+            assert_eq!(
+                resolve("${query:id}", query, &[]),
+                Err(Refusal::Wildcard),
+                "{query}"
+            );
+        }
+        // A dot is fine in a queue name (an e-mail address as the id)...
+        assert_eq!(
+            resolve("${query:id}", "id=a%40b.com", &[]),
+            Ok("a@b.com".into())
+        );
+        // ...but not in a value that fills a binding, where it would add words to the key.
+        let key = Pattern::parse("user.${query:id}").unwrap();
+        let parts = |query| RequestParts {
+            query,
+            headers: &[],
+        };
+        assert_eq!(key.resolve_binding(&parts("id=ann")), Ok("user.ann".into()));
+        for query in ["id=a.b", "id=%23", "id=a*"] {
+            assert_eq!(
+                key.resolve_binding(&parts(query)),
+                Err(Refusal::Wildcard),
+                "{query}"
+            );
+        }
+        // Literal wildcards in the configuration stay what the configuration says.
+        let all = Pattern::parse("news.#").unwrap();
+        assert_eq!(all.resolve_binding(&parts("")), Ok("news.#".into()));
+    }
+
+    #[test]
+    fn only_the_configuration_names_an_amq_exchange() {
+        let parts = RequestParts {
+            query: "ex=amq",
+            headers: &[],
+        };
+        let from_request = Pattern::parse("${query:ex}.topic").unwrap();
+        assert_eq!(
+            from_request.resolve_binding(&parts),
+            Err(Refusal::InvalidQueueName)
+        );
+        let configured = Pattern::parse("amq.topic").unwrap();
+        assert_eq!(configured.resolve_binding(&parts), Ok("amq.topic".into()));
     }
 
     #[test]

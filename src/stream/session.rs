@@ -230,8 +230,8 @@ fn declare(
         queue::declare(channel, name, &settings.arguments).map_err(|e| broker("declaring", e))?;
     let parts = RequestParts::of(head);
     for binding in &settings.bind {
-        let exchange = binding.exchange.resolve_text(&parts)?;
-        let key = binding.routing_key.resolve_text(&parts)?;
+        let exchange = binding.exchange.resolve_binding(&parts)?;
+        let key = binding.routing_key.resolve_binding(&parts)?;
         channel
             .queue_bind(name, exchange, key, FieldTable::default())
             .map_err(|e| broker("binding", e))?;

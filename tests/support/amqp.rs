@@ -91,7 +91,7 @@ impl Amqp {
         }
     }
 
-    fn channel(&self) -> &Channel {
+    pub fn channel(&self) -> &Channel {
         self.channel.as_ref().expect("open channel")
     }
 

@@ -76,6 +76,8 @@ pub struct Stream {
     pending: Vec<u8>,
     /// Every body byte read since the head.
     pub body: Vec<u8>,
+    /// Set when the body comes in chunks (a proxy speaking HTTP/1.1 to us, as nginx does).
+    chunks: Option<Dechunker>,
 }
 
 impl Stream {
@@ -105,6 +107,7 @@ impl Stream {
             headers: Vec::new(),
             pending: Vec::new(),
             body: Vec::new(),
+            chunks: None,
         };
         let end = Instant::now() + WAIT;
         let mut raw = Vec::new();
@@ -119,8 +122,11 @@ impl Stream {
         let (status, headers) = parse_head(&raw[..split]);
         stream.status = status;
         stream.headers = headers;
-        stream.pending = raw[split + 4..].to_vec();
-        stream.body = stream.pending.clone();
+        let chunked = stream
+            .header("Transfer-Encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        stream.chunks = chunked.then(Dechunker::default);
+        stream.absorb(&raw[split + 4..]);
         Some(stream)
     }
 
@@ -141,6 +147,16 @@ impl Stream {
     }
 
     /// Reads more bytes into `into`, waiting at most until `end`.
+    /// Takes bytes read from the socket into the body, decoding chunks when the body is chunked.
+    fn absorb(&mut self, raw: &[u8]) {
+        let decoded = match &mut self.chunks {
+            Some(chunks) => chunks.decode(raw),
+            None => raw.to_vec(),
+        };
+        self.body.extend_from_slice(&decoded);
+        self.pending.extend_from_slice(&decoded);
+    }
+
     fn fill(&mut self, into: &mut Vec<u8>, end: Instant) -> Fill {
         let left = end
             .saturating_duration_since(Instant::now())
@@ -181,8 +197,7 @@ impl Stream {
                 Fill::Timeout if Instant::now() >= end => return Err(()),
                 _ => {}
             }
-            self.body.extend_from_slice(&more);
-            self.pending.extend_from_slice(&more);
+            self.absorb(&more);
         }
     }
 
@@ -248,8 +263,7 @@ impl Stream {
             let mut chunk = [0u8; 4096];
             match self.socket.read(&mut chunk) {
                 Ok(0) => {
-                    self.body.extend_from_slice(&rest);
-                    self.pending.extend_from_slice(&rest);
+                    self.absorb(&rest);
                     return true;
                 }
                 Ok(n) => rest.extend_from_slice(&chunk[..n]),
@@ -261,8 +275,7 @@ impl Stream {
                 Err(_) => return true,
             }
         }
-        self.body.extend_from_slice(&rest);
-        self.pending.extend_from_slice(&rest);
+        self.absorb(&rest);
         false
     }
 
@@ -368,4 +381,64 @@ pub fn read_many(
         .map(|r| r.join().unwrap_or_default())
         .collect();
     (received, began.elapsed())
+}
+
+/// `Transfer-Encoding: chunked`, decoded as bytes arrive: a size line, that many bytes, CRLF.
+#[derive(Default)]
+struct Dechunker {
+    state: ChunkState,
+    size_line: Vec<u8>,
+}
+
+#[derive(Default)]
+enum ChunkState {
+    #[default]
+    Size,
+    Data(usize),
+    DataEnd,
+    Done,
+}
+
+impl Dechunker {
+    fn decode(&mut self, mut input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some((&byte, rest)) = input.split_first() {
+            match self.state {
+                ChunkState::Size => {
+                    input = rest;
+                    if byte != b'\n' {
+                        self.size_line.push(byte);
+                        continue;
+                    }
+                    let line = String::from_utf8_lossy(&self.size_line).to_string();
+                    let hex = line.split(';').next().unwrap_or("").trim();
+                    let size = usize::from_str_radix(hex, 16).unwrap_or(0);
+                    self.size_line.clear();
+                    self.state = if size == 0 {
+                        ChunkState::Done
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    let take = left.min(input.len());
+                    out.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    input = rest;
+                    if byte == b'\n' {
+                        self.state = ChunkState::Size;
+                    }
+                }
+                ChunkState::Done => break,
+            }
+        }
+        out
+    }
 }
