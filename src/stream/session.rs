@@ -445,15 +445,22 @@ impl Session<'_> {
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
-        let now = Instant::now();
         let mut previous = 0;
-        for (mut delivery, end) in batch.into_iter().zip(ends) {
-            // Only the tag is needed from here on.
-            delivery.body = Vec::new();
-            delivery.properties = amiquip::AmqpProperties::default();
-            self.window.hold(delivery, start + end, end - previous, now);
-            previous = end;
-        }
+        let held = batch
+            .into_iter()
+            .zip(ends)
+            .map(|(mut delivery, end)| {
+                // Only the tag is needed from here on.
+                delivery.body = Vec::new();
+                delivery.properties = amiquip::AmqpProperties::default();
+                delivery.exchange = String::new();
+                delivery.routing_key = String::new();
+                let frame = end - previous;
+                previous = end;
+                (delivery, start + end, frame)
+            })
+            .collect();
+        self.window.hold_batch(held, Instant::now());
         self.settle()
     }
 

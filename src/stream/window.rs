@@ -63,7 +63,11 @@ impl<T> Release<T> {
 }
 
 struct Held<T> {
-    delivery: T,
+    tag: u64,
+    /// Kept only where an ack can land: the last delivery of a batch written in tag order, or
+    /// every delivery of one that is not (a resumed stream's first). amiquip acks only through
+    /// a delivery, and a few thousand of them (384 bytes each) would not stay in cache.
+    delivery: Option<Box<T>>,
     /// The stream offset just past this delivery's frame.
     end: u64,
     bytes: u64,
@@ -74,6 +78,9 @@ pub struct AckWindow<T> {
     held: VecDeque<Held<T>>,
     bounds: Bounds,
     bytes: u64,
+    /// True while the held tags increase from oldest to newest: always, but while a resumed
+    /// stream's first batch (redeliveries before fresh messages) is held.
+    in_order: bool,
 }
 
 impl<T: Tagged> AckWindow<T> {
@@ -82,19 +89,40 @@ impl<T: Tagged> AckWindow<T> {
             held: VecDeque::new(),
             bounds,
             bytes: 0,
+            in_order: true,
         }
     }
 
     /// Holds `delivery`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
-    /// Deliveries are held in the order written.
     pub fn hold(&mut self, delivery: T, end: u64, bytes: u64, now: Instant) {
-        self.bytes += bytes;
-        self.held.push_back(Held {
-            delivery,
-            end,
-            bytes,
-            written: now,
+        self.hold_batch(vec![(delivery, end, bytes)], now);
+    }
+
+    /// Holds a batch written at `now` in one write: each delivery with the stream offset its
+    /// frame ends at and the frame's size. Batches are held in the order written.
+    pub fn hold_batch(&mut self, batch: Vec<(T, u64, u64)>, now: Instant) {
+        let newest = self.held.back().map(|h| h.tag);
+        let mut previous = newest;
+        let increasing = batch.iter().all(|(delivery, _, _)| {
+            let tag = delivery.tag();
+            let above = previous.map_or(true, |p| tag > p);
+            previous = Some(tag);
+            above
         });
+        self.in_order &= increasing;
+        let last = batch.len().saturating_sub(1);
+        for (index, (delivery, end, bytes)) in batch.into_iter().enumerate() {
+            self.bytes += bytes;
+            let tag = delivery.tag();
+            let keep = !increasing || index == last;
+            self.held.push_back(Held {
+                tag,
+                delivery: keep.then(|| Box::new(delivery)),
+                end,
+                bytes,
+                written: now,
+            });
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -106,35 +134,92 @@ impl<T: Tagged> AckWindow<T> {
     }
 
     /// Acks the oldest deliveries that are past a bound at `now`, as far as the client's TCP
-    /// has acknowledged the stream (`received`, an offset).
+    /// has acknowledged the stream (`received`, an offset), and as far as an ack can reach:
+    /// in whole write batches.
     pub fn release(&mut self, received: u64, now: Instant) -> Release<T> {
-        let mut count = 0;
+        let due = self.due(Some(received), now);
+        let (cut, multiple) = match self.ackable(due) {
+            Some(found) => found,
+            None => return Release::Nothing,
+        };
+        let done: Vec<Held<T>> = self.held.drain(..cut).collect();
+        self.bytes -= done.iter().map(|h| h.bytes).sum::<u64>();
+        if !self.in_order {
+            self.in_order = self
+                .held
+                .iter()
+                .zip(self.held.iter().skip(1))
+                .all(|(a, b)| a.tag < b.tag);
+        }
+        if multiple {
+            let newest = done
+                .into_iter()
+                .max_by_key(|h| h.tag)
+                .and_then(|h| h.delivery);
+            newest.map_or(Release::Nothing, |newest| Release::UpTo {
+                newest: *newest,
+                count: cut,
+            })
+        } else {
+            Release::Each(
+                done.into_iter()
+                    .filter_map(|h| h.delivery.map(|d| *d))
+                    .collect(),
+            )
+        }
+    }
+
+    /// How many of the oldest deliveries are past a bound at `now`, counting only those whose
+    /// bytes the client's TCP has acknowledged when `received` is given.
+    fn due(&self, received: Option<u64>, now: Instant) -> usize {
+        let mut due = 0;
         let mut bytes = self.bytes;
         for (index, held) in self.held.iter().enumerate() {
             let over = self.held.len() - index > self.bounds.messages
                 || bytes > self.bounds.bytes
                 || now.saturating_duration_since(held.written) >= self.bounds.age;
-            if !over || held.end > received {
+            if !over || received.is_some_and(|r| held.end > r) {
                 break;
             }
             bytes -= held.bytes;
-            count += 1;
+            due += 1;
         }
-        if count == 0 {
-            return Release::Nothing;
+        due
+    }
+
+    /// The most of the oldest `due` deliveries one release can ack, and whether with one ack
+    /// (`multiple`, when nothing left has a lower tag) or one each.
+    fn ackable(&self, due: usize) -> Option<(usize, bool)> {
+        if self.in_order {
+            // Tags increase: a multiple ack on the newest released, where a delivery was kept.
+            let cut = (1..=due)
+                .rev()
+                .find(|&cut| self.held[cut - 1].delivery.is_some())?;
+            return Some((cut, true));
         }
-        self.bytes = bytes;
-        let done: Vec<T> = self.held.drain(..count).map(|h| h.delivery).collect();
-        let newest = done.iter().map(Tagged::tag).max().unwrap_or(0);
-        // `multiple` acks every unacked delivery up to the tag, so it may be used only when
-        // nothing still held has a lower one (a resumed stream sends older redeliveries first).
-        if self.held.iter().all(|h| h.delivery.tag() > newest) {
-            done.into_iter()
-                .max_by_key(Tagged::tag)
-                .map_or(Release::Nothing, |newest| Release::UpTo { newest, count })
-        } else {
-            Release::Each(done)
+        // A resumed stream's first batch is held: look for the longest cut that one multiple
+        // ack, or one ack each, can cover.
+        let n = self.held.len();
+        let mut lowest_after = vec![u64::MAX; n + 1];
+        for i in (0..n).rev() {
+            lowest_after[i] = lowest_after[i + 1].min(self.held[i].tag);
         }
+        let mut best = None;
+        let (mut highest, mut highest_kept, mut all_kept) = (0u64, false, true);
+        for (index, held) in self.held.iter().take(due).enumerate() {
+            let cut = index + 1;
+            if held.tag >= highest {
+                highest = held.tag;
+                highest_kept = held.delivery.is_some();
+            }
+            all_kept &= held.delivery.is_some();
+            if lowest_after[cut] > highest && highest_kept {
+                best = Some((cut, true));
+            } else if all_kept {
+                best = Some((cut, false));
+            }
+        }
+        best
     }
 
     /// True when the oldest held delivery is past a bound at `now`: only then can anything be
@@ -150,11 +235,13 @@ impl<T: Tagged> AckWindow<T> {
     /// True when a delivery is past a bound but waits for the client's TCP: the broker may
     /// stop sending until it is released, so the caller should look again soon.
     pub fn waiting_on_client_tcp(&self, received: u64, now: Instant) -> bool {
-        self.over_bounds(now)
-            && self
-                .held
-                .front()
-                .is_some_and(|oldest| oldest.end > received)
+        let Some((cut, _)) = self.ackable(self.due(None, now)) else {
+            return false;
+        };
+        let reachable = self
+            .ackable(self.due(Some(received), now))
+            .map_or(0, |(c, _)| c);
+        reachable < cut && self.held[cut - 1].end > received
     }
 
     /// When the oldest held delivery reaches the age bound; `None` for never.
@@ -276,6 +363,43 @@ mod tests {
         fill(&mut window, [5, 6, 1, 2, 9], now);
         // Everything but the newest goes, and nothing left is lower than 6.
         assert_eq!(window.release(LOTS, now), up_to(6, 4));
+    }
+
+    /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
+    fn batch(window: &AckWindow<u64>, tags: &[u64]) -> Vec<(u64, u64, u64)> {
+        let start = window.len() as u64 * 10;
+        tags.iter()
+            .enumerate()
+            .map(|(i, &tag)| (tag, start + (i as u64 + 1) * 10, 10))
+            .collect()
+    }
+
+    #[test]
+    fn an_in_order_batch_is_acked_at_its_end() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(2, LOTS, 60));
+        window.hold_batch(batch(&window, &[1, 2, 3, 4]), now);
+        // 1 and 2 are past the bound, but an ack can only land on 4, which is not.
+        assert_eq!(window.release(LOTS, now), Release::Nothing);
+        assert!(window.over_bounds(now));
+        window.hold_batch(batch(&window, &[5, 6]), now);
+        assert_eq!(window.release(LOTS, now), up_to(4, 4));
+        assert_eq!(window.len(), 2);
+    }
+
+    #[test]
+    fn a_resumed_first_batch_is_acked_one_by_one_until_it_is_in_order_again() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(3, LOTS, 60));
+        // Redeliveries 5, 6 before fresh 1, 2: every delivery of this batch is kept.
+        window.hold_batch(batch(&window, &[5, 6, 1, 2]), now);
+        assert_eq!(window.release(LOTS, now), Release::Each(vec![5]));
+        window.hold_batch(batch(&window, &[7, 8, 9]), now);
+        // 6, 1, 2 go, and nothing left is lower than 6: one multiple ack.
+        assert_eq!(window.release(LOTS, now), up_to(6, 3));
+        // In order again: the next batch is acked at its end.
+        window.hold_batch(batch(&window, &[10, 11, 12]), now);
+        assert_eq!(window.release(LOTS, now), up_to(9, 3));
     }
 
     #[test]
