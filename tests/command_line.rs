@@ -3,25 +3,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
-use support::TempDir;
-
-fn eventsourced(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eventsourced"));
-    command.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("run eventsourced")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).to_string()
-}
+use support::{run_eventsourced, text, TempDir};
 
 #[test]
 fn version_names_the_commit() {
-    let out = eventsourced(&["-v"], &[]);
+    let out = run_eventsourced(&["-v"], &[]);
     assert!(out.status.success());
     let line = text(&out.stdout);
     assert!(
@@ -43,7 +29,7 @@ fn dump_shows_defaults_files_and_environment_merged() {
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let out = eventsourced(
+    let out = run_eventsourced(
         &["--config", path, "-c"],
         &[("EVENTSOURCED_SERVER_ADDRESS", "127.0.0.1:9")],
     );
@@ -67,7 +53,7 @@ fn a_bad_config_stops_the_server_naming_file_key_and_line() {
     let file = dir.path.join("config.yml");
     std::fs::write(&file, "server:\n  address: 127.0.0.1:0\nbroker:\n  node:\n    - amqp://app:hunter2@mq:5672/\n    - amqps://app:hunter2@mq/\n").unwrap();
     let path = file.to_str().unwrap();
-    let out = eventsourced(&["--config", path], &[]);
+    let out = run_eventsourced(&["--config", path], &[]);
     assert!(!out.status.success());
     let message = text(&out.stderr);
     assert!(message.contains(path), "{message}");
@@ -76,7 +62,7 @@ fn a_bad_config_stops_the_server_naming_file_key_and_line() {
     assert!(!message.contains("hunter2"), "{message}");
 
     std::fs::write(&file, "server:\n  adress: 127.0.0.1:0\n").unwrap();
-    let message = text(&eventsourced(&["--config", path], &[]).stderr);
+    let message = text(&run_eventsourced(&["--config", path], &[]).stderr);
     assert!(
         message.contains("unknown field `adress`") && message.contains("line 2"),
         "{message}"
@@ -85,14 +71,14 @@ fn a_bad_config_stops_the_server_naming_file_key_and_line() {
 
 #[test]
 fn a_missing_config_file_is_an_error() {
-    let out = eventsourced(&["--config", "/nonexistent/config.yml", "-c"], &[]);
+    let out = run_eventsourced(&["--config", "/nonexistent/config.yml", "-c"], &[]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot read config file /nonexistent/config.yml"));
 }
 
 #[test]
 fn a_bad_environment_variable_is_named() {
-    let out = eventsourced(&["-c"], &[("EVENTSOURCED_QUEUE_EXPIRES", "soon")]);
+    let out = run_eventsourced(&["-c"], &[("EVENTSOURCED_QUEUE_EXPIRES", "soon")]);
     assert!(!out.status.success());
     let message = text(&out.stderr);
     assert!(

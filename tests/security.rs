@@ -8,26 +8,15 @@ mod support;
 use amiquip::{AmqpValue, FieldTable, QueueDeclareOptions};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
-use support::{closed_port, rabbitmqctl, request, unique, Amqp, Server, Stream, TempDir};
+use support::{
+    closed_port, rabbitmqctl, request, run_eventsourced, text, unique, Amqp, Server, Stream,
+    TempDir,
+};
 
 const PER_USER_TOPIC: (&str, &str) = (
     "EVENTSOURCED_QUEUE_BIND",
     "[{exchange: amq.topic, routing_key: 'user.${query:id}'}]",
 );
-
-fn eventsourced(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eventsourced"));
-    command.args(args).env_remove("RUST_LOG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("run eventsourced")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).to_string()
-}
 
 /// Every binding from `amq.topic` to a queue, as (queue, routing key).
 fn topic_bindings() -> Vec<(String, String)> {
@@ -89,7 +78,7 @@ fn a_routing_wildcard_in_a_request_value_is_refused_and_binds_nothing() {
 #[test]
 fn a_signed_url_must_cover_everything_a_binding_takes_from_the_request() {
     // The key takes `topic`, which the token (it signs the queue name) does not cover.
-    let out = eventsourced(
+    let out = run_eventsourced(
         &["-c"],
         &[
             ("EVENTSOURCED_AUTH_SECRET", "s3cret"),
@@ -103,7 +92,7 @@ fn a_signed_url_must_cover_everything_a_binding_takes_from_the_request() {
     let message = text(&out.stderr);
     assert!(message.contains("queue.bind[0].routing_key"), "{message}");
     // The queue's own placeholder is covered: the signed name fixes its value.
-    let out = eventsourced(
+    let out = run_eventsourced(
         &["-c"],
         &[("EVENTSOURCED_AUTH_SECRET", "s3cret"), PER_USER_TOPIC],
     );
@@ -150,13 +139,13 @@ fn the_dump_hides_secrets_unless_asked() {
     )
     .unwrap();
     let path = file.to_str().unwrap();
-    let hidden = text(&eventsourced(&["--config", path, "-c"], &[]).stdout);
+    let hidden = text(&run_eventsourced(&["--config", path, "-c"], &[]).stdout);
     for secret in ["Br0kerPw", "Aut4Secret", "0ldSecret"] {
         assert!(!hidden.contains(secret), "{hidden}");
     }
     assert!(hidden.contains("amqp://app:***@mq:5672/"), "{hidden}");
     assert!(hidden.contains("secret: '***'"), "{hidden}");
-    let shown = text(&eventsourced(&["--config", path, "-c", "--show-secrets"], &[]).stdout);
+    let shown = text(&run_eventsourced(&["--config", path, "-c", "--show-secrets"], &[]).stdout);
     for secret in ["Br0kerPw", "Aut4Secret", "0ldSecret"] {
         assert!(shown.contains(secret), "{shown}");
     }
@@ -165,7 +154,7 @@ fn the_dump_hides_secrets_unless_asked() {
 #[test]
 fn a_mistyped_broker_url_shows_no_piece_of_its_password() {
     // Unencoded '/' in the password: the URL's path starts in the middle of it.
-    let out = eventsourced(
+    let out = run_eventsourced(
         &["-c"],
         &[("EVENTSOURCED_BROKER_NODE", "amqp://app:Zq1/Zq2/Zq3@mq/")],
     );
@@ -188,7 +177,7 @@ fn a_refused_requests_log_line_hides_its_token() {
 
 #[test]
 fn an_overflowing_token_ttl_is_a_clear_error() {
-    let out = eventsourced(
+    let out = run_eventsourced(
         &["token", "q", "--ttl", "18446744073709551615"],
         &[("EVENTSOURCED_AUTH_SECRET", "s3cret")],
     );
@@ -212,7 +201,7 @@ fn tokens_of_the_previous_secret_pass_and_long_lived_ones_do_not() {
     let queue = unique("rotated");
     Amqp::connect().declare(&queue);
     let mint = |secret: &str, ttl: &str| {
-        let out = eventsourced(
+        let out = run_eventsourced(
             &["token", &queue, "--ttl", ttl],
             &[("EVENTSOURCED_AUTH_SECRET", secret)],
         );

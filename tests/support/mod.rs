@@ -53,6 +53,21 @@ pub fn unique(name: &str) -> String {
     )
 }
 
+/// Runs the server binary as a command (`-c`, `token`, a config that fails) and waits for it.
+pub fn run_eventsourced(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eventsourced"));
+    command.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run eventsourced")
+}
+
+/// Output bytes as text, for messages and assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).to_string()
+}
+
 /// A loopback port nothing listens on (for a broker that is down, or a server to start there).
 pub fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
