@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test bench fuzz lint static static-aarch64 test-static clean
+.PHONY: all build run test bench fuzz lint static static-aarch64 static-armv7 test-static clean
 
 all: build
 
@@ -26,13 +26,16 @@ bench:
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test --release --lib property_tests
 
-## Fully static musl binaries (dist/eventsourced-x86_64, dist/eventsourced-aarch64), built with
-## Debian's Rust toolchain; installs what it needs when missing and run as root.
+## Fully static musl binaries (dist/eventsourced-x86_64, -aarch64, -armv7), built with Debian's
+## Rust toolchain; installs what it needs when missing and run as root.
 static:
 	scripts/build-static x86_64
 
 static-aarch64:
 	scripts/build-static aarch64
+
+static-armv7:
+	scripts/build-static armv7
 
 ## The static binaries are static, serve from an empty root, run under qemu; the unit verifies.
 test-static:
