@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test bench fuzz lint static static-aarch64 static-armv7 test-static clean
+.PHONY: all build run test bench soak fuzz lint static static-aarch64 static-armv7 test-static clean
 
 all: build
 
@@ -21,6 +21,12 @@ test:
 bench:
 	scripts/bench
 
+## 500 streams for 30 minutes (SOAK_MINUTES=5 for five) with clients dropping and a broker
+## restart, the server under a 256M memory cgroup; fails on growth or a lost/repeated message.
+## Writes target/soak/soak.csv and soak.png. Not part of CI.
+soak:
+	scripts/soak
+
 ## The property tests with many more random cases (a few minutes); a failure is shrunk and its
 ## seed saved in proptest-regressions/, which every later run tries first.
 fuzz:
@@ -37,7 +43,8 @@ static-aarch64:
 static-armv7:
 	scripts/build-static armv7
 
-## The static binaries are static, serve from an empty root, run under qemu; the unit verifies.
+## The static binaries are static, serve from an empty root, run under qemu; the unit verifies;
+## where podman exists, the image builds and runs for each architecture.
 test-static:
 	scripts/test-static
 
