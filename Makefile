@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test bench soak fuzz lint static static-aarch64 static-armv7 test-static clean
+.PHONY: all build run test bench soak fuzz lint static static-aarch64 static-armv7 static-armv6 test-static clean
 
 all: build
 
@@ -32,8 +32,8 @@ soak:
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test --release --lib property_tests
 
-## Fully static musl binaries (dist/eventsourced-x86_64, -aarch64, -armv7), built with Debian's
-## Rust toolchain; installs what it needs when missing and run as root.
+## Fully static musl binaries (dist/eventsourced-x86_64, -aarch64, -armv7, -armv6), built with
+## Debian's Rust toolchain; installs what it needs when missing and run as root.
 static:
 	scripts/build-static x86_64
 
@@ -42,6 +42,9 @@ static-aarch64:
 
 static-armv7:
 	scripts/build-static armv7
+
+static-armv6:
+	scripts/build-static armv6
 
 ## The static binaries are static, serve from an empty root, run under qemu; the unit verifies;
 ## where podman exists, the image builds and runs for each architecture.
