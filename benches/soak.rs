@@ -187,6 +187,17 @@ fn main() {
         })
     };
 
+    // Where the plot draws its vertical lines.
+    std::fs::write(
+        plan.out.join("marks.csv"),
+        format!(
+            "what,seconds\ncomparison mark,{}\nbroker restart,{}\n",
+            plan.mark().as_secs(),
+            plan.restart_at().as_secs()
+        ),
+    )
+    .expect("write marks.csv");
+
     // Samples every 10 s until the run ends.
     let csv_path = plan.out.join("soak.csv");
     let mut csv = std::fs::File::create(&csv_path).expect("create soak.csv");
