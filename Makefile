@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test bench fuzz lint static static-aarch64 test-static clean
+.PHONY: all build run test bench soak fuzz lint static static-aarch64 static-armv7 static-armv6 test-static clean
 
 all: build
 
@@ -21,12 +21,18 @@ test:
 bench:
 	scripts/bench
 
+## 500 streams for 30 minutes (SOAK_MINUTES=5 for five) with clients dropping and a broker
+## restart, the server under a 256M memory cgroup; fails on growth or a lost/repeated message.
+## Writes target/soak/soak.csv and soak.png. Not part of CI.
+soak:
+	scripts/soak
+
 ## The property tests with many more random cases (a few minutes); a failure is shrunk and its
 ## seed saved in proptest-regressions/, which every later run tries first.
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test --release --lib property_tests
 
-## Fully static musl binaries (dist/eventsourced-x86_64, dist/eventsourced-aarch64), built with
+## Fully static musl binaries (dist/eventsourced-x86_64, -aarch64, -armv7, -armv6), built with
 ## Debian's Rust toolchain; installs what it needs when missing and run as root.
 static:
 	scripts/build-static x86_64
@@ -34,7 +40,14 @@ static:
 static-aarch64:
 	scripts/build-static aarch64
 
-## The static binaries are static, serve from an empty root, run under qemu; the unit verifies.
+static-armv7:
+	scripts/build-static armv7
+
+static-armv6:
+	scripts/build-static armv6
+
+## The static binaries are static, serve from an empty root, run under qemu; the unit verifies;
+## where podman exists, the image builds and runs for each architecture.
 test-static:
 	scripts/test-static
 

@@ -1,0 +1,797 @@
+//! `make soak`: the release server under a long, steady load with the faults a deployment sees,
+//! checked for leaks and for lost or repeated messages. Hundreds of streams (`SOAK_STREAMS`, 500),
+//! a steady publish rate (`SOAK_RATE`, 500 msg/s in all) of persistent, confirmed messages, a tenth
+//! of the clients dropping every minute (FIN, RST, or a stall then RST) and coming back with
+//! `Last-Event-ID`, and the broker restarted once midway. Every 10 s the server's RSS, open files
+//! and threads (from /proc) and the broker's channel count go into a CSV; the run fails when any of
+//! them grew by more than 5 % from the comparison mark to the end, or when a client missed a
+//! message or got one twice. `scripts/soak` starts the broker and the memory cap and runs this;
+//! every loop here is bounded in time.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use amiquip::{AmqpProperties, Confirm, Publish};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{Amqp, Server, Stream};
+
+/// How long a stalled client stops reading before it resets its connection.
+const STALL: Duration = Duration::from_secs(20);
+/// How long, after publishing stops, the clients have to read what is left.
+const DRAIN: Duration = Duration::from_secs(120);
+/// The private broker's script: start, stop, ctl.
+const RABBITMQ: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq");
+/// Bytes of filler in each message after its number, so frames have a realistic size.
+const FILLER: usize = 80;
+
+/// The run as `scripts/soak` sets it up.
+struct Plan {
+    minutes: f64,
+    streams: usize,
+    rate: f64,
+    out: std::path::PathBuf,
+    cgroup: Option<String>,
+    broker_dir: String,
+    broker_port: u16,
+}
+
+impl Plan {
+    fn from_env() -> Plan {
+        let number = |key: &str, default: f64| -> f64 {
+            std::env::var(key)
+                .ok()
+                .map(|v| {
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
+                })
+                .unwrap_or(default)
+        };
+        Plan {
+            minutes: number("SOAK_MINUTES", 30.0),
+            streams: number("SOAK_STREAMS", 500.0) as usize,
+            rate: number("SOAK_RATE", 500.0),
+            out: std::env::var("SOAK_OUT")
+                .unwrap_or_else(|_| "target/soak".into())
+                .into(),
+            cgroup: std::env::var("SOAK_CGROUP").ok().filter(|c| !c.is_empty()),
+            broker_dir: std::env::var("EVENTSOURCED_TEST_BROKER_DIR")
+                .expect("EVENTSOURCED_TEST_BROKER_DIR is not set: run the soak with `make soak`"),
+            broker_port: support::broker_port(),
+        }
+    }
+
+    fn run_time(&self) -> Duration {
+        Duration::from_secs_f64(self.minutes * 60.0)
+    }
+
+    /// Where the last samples are compared: 5 minutes in, or halfway in a run under 10 minutes.
+    fn mark(&self) -> Duration {
+        if self.minutes >= 10.0 {
+            Duration::from_secs(300)
+        } else {
+            self.run_time() / 2
+        }
+    }
+
+    /// The broker restart: midway, and after the comparison mark.
+    fn restart_at(&self) -> Duration {
+        (self.run_time() / 2).max(self.mark() + Duration::from_secs(60).min(self.run_time() / 10))
+    }
+}
+
+/// What the publisher and the clients share.
+struct Shared {
+    /// Messages published (confirmed or not) per queue: the next number is this plus one.
+    published: Vec<AtomicU32>,
+    /// Set when publishing has stopped and every message is confirmed: `published` is final.
+    final_counts: AtomicBool,
+    /// Set when the clients should stop dropping and read what is left.
+    draining: AtomicBool,
+    /// Set when everyone should stop now.
+    stop: AtomicBool,
+    received: AtomicU64,
+    connected: AtomicUsize,
+    republished: Mutex<BTreeSet<(usize, u32)>>,
+}
+
+fn queue_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}-{index}")
+}
+
+fn body(number: u32) -> String {
+    format!("{number} {}", "x".repeat(FILLER))
+}
+
+fn main() {
+    std::env::set_var("EVENTSOURCED_QUIET_SERVER", "1");
+    let plan = Plan::from_env();
+    std::fs::create_dir_all(&plan.out).expect("create the soak output directory");
+    let run_time = plan.run_time();
+    eprintln!(
+        "soak: {} streams, {} msg/s, {:.1} min; comparison at {:.1} min{}; broker restart at {:.1} min; memory cap: {}",
+        plan.streams,
+        plan.rate,
+        plan.minutes,
+        plan.mark().as_secs_f64() / 60.0,
+        if plan.minutes < 10.0 { " (halfway: the run is under 10 minutes)" } else { "" },
+        plan.restart_at().as_secs_f64() / 60.0,
+        plan.cgroup.as_deref().unwrap_or("none"),
+    );
+
+    let workers = (plan.streams + 100).to_string();
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_WORKERS", workers.as_str()),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "15"),
+    ])
+    .ready();
+    let pid = server.pid();
+    if let Some(cgroup) = &plan.cgroup {
+        std::fs::write(format!("{cgroup}/cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move the server ({pid}) into {cgroup}: {e}"));
+        eprintln!("soak: server {pid} runs in {cgroup}");
+    }
+
+    let prefix = support::unique("soak");
+    {
+        let amqp = Amqp::connect_to(plan.broker_port).expect("connect to the soak broker");
+        for i in 0..plan.streams {
+            amqp.declare(&queue_name(&prefix, i));
+        }
+    }
+    let shared = Arc::new(Shared {
+        published: (0..plan.streams).map(|_| AtomicU32::new(0)).collect(),
+        final_counts: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        received: AtomicU64::new(0),
+        connected: AtomicUsize::new(0),
+        republished: Mutex::new(BTreeSet::new()),
+    });
+    let began = Instant::now();
+    let hard_end = began + run_time + DRAIN + Duration::from_secs(120);
+
+    let clients: Vec<_> = (0..plan.streams)
+        .map(|i| {
+            let (shared, queue, addr) = (Arc::clone(&shared), queue_name(&prefix, i), server.addr);
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || client(i, &queue, addr, &shared, began, hard_end))
+                .expect("a client thread")
+        })
+        .collect();
+    let publisher = {
+        let (shared, prefix) = (Arc::clone(&shared), prefix.clone());
+        let (port, rate, streams) = (plan.broker_port, plan.rate, plan.streams);
+        thread::spawn(move || publish(port, &prefix, streams, rate, &shared, began + run_time))
+    };
+    let restart = {
+        let (dir, port, at) = (plan.broker_dir.clone(), plan.broker_port, plan.restart_at());
+        thread::spawn(move || {
+            thread::sleep(at.saturating_sub(began.elapsed()));
+            let stopping = Instant::now();
+            rabbitmq(&["stop", &dir]);
+            let stopped = stopping.elapsed();
+            rabbitmq(&["start", &dir, &port.to_string()]);
+            eprintln!(
+                "soak: broker restarted at {:.1} min (stop {:.1} s, down {:.1} s)",
+                at.as_secs_f64() / 60.0,
+                stopped.as_secs_f64(),
+                stopping.elapsed().as_secs_f64()
+            );
+        })
+    };
+
+    // Where the plot draws its vertical lines.
+    std::fs::write(
+        plan.out.join("marks.csv"),
+        format!(
+            "what,seconds\ncomparison mark,{}\nbroker restart,{}\n",
+            plan.mark().as_secs(),
+            plan.restart_at().as_secs()
+        ),
+    )
+    .expect("write marks.csv");
+
+    // Samples every 10 s until the run ends.
+    let csv_path = plan.out.join("soak.csv");
+    let mut csv = std::fs::File::create(&csv_path).expect("create soak.csv");
+    writeln!(
+        csv,
+        "seconds,rss_kib,fds,threads,broker_channels,cgroup_kib,clients_connected,published,received"
+    )
+    .unwrap();
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut next = began;
+    while began.elapsed() < run_time {
+        let sample = Sample::take(pid, began, &plan, &shared);
+        writeln!(csv, "{}", sample.csv_line()).unwrap();
+        csv.flush().unwrap();
+        eprintln!(
+            "soak: {:>5.0} s  rss {} KiB  fds {}  threads {}  channels {}  clients {}  published {}  received {}",
+            sample.seconds, sample.rss_kib, sample.fds, sample.threads,
+            sample.channels.map_or("-".into(), |c| c.to_string()),
+            sample.connected, sample.published, sample.received
+        );
+        samples.push(sample);
+        next += Duration::from_secs(10);
+        let end = began + run_time;
+        thread::sleep(next.min(end).saturating_duration_since(Instant::now()));
+    }
+
+    // Publishing stops with the run; then the clients read what is left.
+    let confirmed = publisher.join().expect("the publisher");
+    shared.draining.store(true, Ordering::SeqCst);
+    restart.join().expect("the broker restart");
+    // The clients stop on their own once they have everything; the rest are stopped after DRAIN.
+    let draining = Instant::now();
+    while draining.elapsed() < DRAIN && clients.iter().any(|c| !c.is_finished()) {
+        thread::sleep(Duration::from_millis(500));
+    }
+    shared.stop.store(true, Ordering::SeqCst);
+    let results: Vec<Tally> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client"))
+        .collect();
+    let _ = std::fs::write(plan.out.join("server.log"), server.log_text());
+    let cgroup_note = plan.cgroup.as_deref().map(cgroup_report);
+    drop(server);
+
+    let verdict = report(&plan, &samples, &results, &shared, confirmed, cgroup_note);
+    eprintln!(
+        "soak: CSV {}; server log {}",
+        csv_path.display(),
+        plan.out.join("server.log").display()
+    );
+    if !verdict {
+        std::process::exit(1);
+    }
+}
+
+/// One reading of the server and the broker.
+struct Sample {
+    seconds: f64,
+    rss_kib: u64,
+    fds: u64,
+    threads: u64,
+    channels: Option<u64>,
+    cgroup_kib: Option<u64>,
+    connected: usize,
+    published: u64,
+    received: u64,
+}
+
+impl Sample {
+    fn take(pid: i32, began: Instant, plan: &Plan, shared: &Shared) -> Sample {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        // rabbitmqctl takes a second or two; a broker that is down gives no count.
+        let channels = Command::new(RABBITMQ)
+            .args([
+                "ctl",
+                &plan.broker_dir,
+                "list_channels",
+                "pid",
+                "--no-table-headers",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .count() as u64
+            });
+        let cgroup_kib = plan.cgroup.as_ref().and_then(|c| {
+            ["memory.current", "memory.usage_in_bytes"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(format!("{c}/{f}")).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|b| b / 1024)
+        });
+        Sample {
+            seconds: began.elapsed().as_secs_f64(),
+            rss_kib: field("VmRSS:"),
+            fds,
+            threads: field("Threads:"),
+            channels,
+            cgroup_kib,
+            connected: shared.connected.load(Ordering::Relaxed),
+            published: shared
+                .published
+                .iter()
+                .map(|p| u64::from(p.load(Ordering::Relaxed)))
+                .sum(),
+            received: shared.received.load(Ordering::Relaxed),
+        }
+    }
+
+    fn csv_line(&self) -> String {
+        let or_empty = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
+        format!(
+            "{:.0},{},{},{},{},{},{},{},{}",
+            self.seconds,
+            self.rss_kib,
+            self.fds,
+            self.threads,
+            or_empty(self.channels),
+            or_empty(self.cgroup_kib),
+            self.connected,
+            self.published,
+            self.received
+        )
+    }
+}
+
+fn rabbitmq(args: &[&str]) {
+    let status = Command::new(RABBITMQ).args(args).status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("soak: scripts/rabbitmq {args:?} failed");
+    }
+}
+
+/// The cap, the peak and how often the cap was hit, from the memory cgroup (v2 or v1).
+fn cgroup_report(cgroup: &str) -> String {
+    let read = |f: &str| std::fs::read_to_string(format!("{cgroup}/{f}")).ok();
+    let kib = |v: Option<String>| {
+        v.and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or("?".into(), |b| format!("{} KiB", b / 1024))
+    };
+    if let Some(max) = read("memory.max") {
+        let events = read("memory.events").unwrap_or_default().replace('\n', " ");
+        format!(
+            "cgroup v2 {cgroup}: memory.max {}, peak {}, events: {}",
+            max.trim(),
+            kib(read("memory.peak")),
+            events.trim()
+        )
+    } else {
+        format!(
+            "cgroup v1 {cgroup}: limit {}, peak {}, times at the limit {}",
+            kib(read("memory.limit_in_bytes")),
+            kib(read("memory.max_usage_in_bytes")),
+            read("memory.failcnt").unwrap_or_default().trim()
+        )
+    }
+}
+
+/// Publishes numbered, persistent messages round-robin over the queues at `rate` until `end`,
+/// with publisher confirms; what the broker did not confirm (a nack, or a connection lost
+/// with the broker) is published again. Returns true when every message ended confirmed.
+fn publish(
+    port: u16,
+    prefix: &str,
+    streams: usize,
+    rate: f64,
+    shared: &Shared,
+    end: Instant,
+) -> bool {
+    let began = Instant::now();
+    let give_up = end + Duration::from_secs(90);
+    let mut due_total: u64 = 0;
+    let mut next_queue = 0usize;
+    // Sent, not yet confirmed: delivery tag → (queue, number), on the current channel.
+    let mut unconfirmed: BTreeMap<u64, (usize, u32)> = BTreeMap::new();
+    // To send (again) before any new message.
+    let mut resend: Vec<(usize, u32)> = Vec::new();
+    let properties = AmqpProperties::default().with_delivery_mode(2);
+    while Instant::now() < give_up {
+        let Ok(amqp) = Amqp::connect_to(port) else {
+            thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        let confirms = match amqp
+            .channel()
+            .enable_publisher_confirms()
+            .and_then(|_| amqp.channel().listen_for_publisher_confirms())
+        {
+            Ok(c) => c,
+            Err(_) => {
+                thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        let mut tag = 0u64;
+        let mut broken = false;
+        while !broken && Instant::now() < give_up {
+            let publishing = Instant::now() < end;
+            if !publishing && resend.is_empty() && unconfirmed.is_empty() {
+                shared.final_counts.store(true, Ordering::SeqCst);
+                return true;
+            }
+            // What is due by now at the steady rate, after anything to resend.
+            let mut batch = std::mem::take(&mut resend);
+            let is_resend = batch.len();
+            if publishing {
+                let due = (began.elapsed().as_secs_f64() * rate) as u64;
+                while due_total < due && batch.len() < 5000 {
+                    let q = next_queue;
+                    next_queue = (next_queue + 1) % streams;
+                    let n = shared.published[q].fetch_add(1, Ordering::SeqCst) + 1;
+                    batch.push((q, n));
+                    due_total += 1;
+                }
+            }
+            for (k, &(q, n)) in batch.iter().enumerate() {
+                if broken {
+                    resend.push((q, n));
+                    continue;
+                }
+                let sent = amqp.channel().basic_publish(
+                    "",
+                    Publish::with_properties(
+                        body(n).as_bytes(),
+                        queue_name(prefix, q),
+                        properties.clone(),
+                    ),
+                );
+                if sent.is_err() {
+                    broken = true;
+                    resend.push((q, n));
+                    continue;
+                }
+                if k < is_resend {
+                    shared.republished.lock().unwrap().insert((q, n));
+                }
+                tag += 1;
+                unconfirmed.insert(tag, (q, n));
+            }
+            // Confirms, for up to 10 ms.
+            let wait_until = Instant::now() + Duration::from_millis(10);
+            loop {
+                let left = wait_until.saturating_duration_since(Instant::now());
+                match confirms.recv_timeout(left) {
+                    Ok(Confirm::Ack(p)) => {
+                        take_confirmed(&mut unconfirmed, p.delivery_tag, p.multiple);
+                    }
+                    Ok(Confirm::Nack(p)) => {
+                        resend.extend(take_confirmed(&mut unconfirmed, p.delivery_tag, p.multiple));
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if broken {
+            // The channel is gone: whatever it did not confirm is sent again on the next one.
+            let mut lost: Vec<(usize, u32)> =
+                std::mem::take(&mut unconfirmed).into_values().collect();
+            lost.append(&mut resend);
+            resend = lost;
+            eprintln!(
+                "soak: publisher lost its channel; {} messages to send again",
+                resend.len()
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+    shared.final_counts.store(true, Ordering::SeqCst);
+    eprintln!(
+        "soak: publisher gave up with {} unconfirmed and {} unsent",
+        unconfirmed.len(),
+        resend.len()
+    );
+    false
+}
+
+/// Removes the confirmed tag (and every tag below it when `multiple`), returning their messages.
+fn take_confirmed(
+    unconfirmed: &mut BTreeMap<u64, (usize, u32)>,
+    tag: u64,
+    multiple: bool,
+) -> Vec<(usize, u32)> {
+    if multiple {
+        let rest = unconfirmed.split_off(&(tag + 1));
+        std::mem::replace(unconfirmed, rest).into_values().collect()
+    } else {
+        unconfirmed.remove(&tag).into_iter().collect()
+    }
+}
+
+/// What one client read: how many times each number arrived, and how it got there.
+#[derive(Default)]
+struct Tally {
+    counts: Vec<u16>,
+    highest: u32,
+    out_of_order: u64,
+    drops: [u64; 3],
+    reconnects: u64,
+    published: u32,
+}
+
+impl Tally {
+    fn record(&mut self, number: u32) {
+        let index = number as usize - 1;
+        if self.counts.len() <= index {
+            self.counts.resize(index + 1, 0);
+        }
+        if number < self.highest && self.counts[index] == 0 {
+            self.out_of_order += 1;
+        }
+        self.highest = self.highest.max(number);
+        self.counts[index] = self.counts[index].saturating_add(1);
+    }
+
+    fn has_all(&self, published: u32) -> bool {
+        self.counts.len() >= published as usize
+            && self.counts[..published as usize].iter().all(|&c| c > 0)
+    }
+}
+
+/// How a client leaves when its turn comes.
+#[derive(Clone, Copy)]
+enum Leave {
+    Fin,
+    Reset,
+    StallThenReset,
+}
+
+/// One EventSource-like client of queue `index`: reads, and each tenth minute of its group
+/// leaves (by FIN, RST, or a 20 s stall then RST), coming back with `Last-Event-ID`. A stream the
+/// server ends is reconnected a second later, as a browser does.
+fn client(
+    index: usize,
+    queue: &str,
+    addr: std::net::SocketAddr,
+    shared: &Shared,
+    began: Instant,
+    hard_end: Instant,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut last_id: Option<String> = None;
+    let target = format!("/?id={queue}");
+    let how = match (index / 10) % 3 {
+        0 => Leave::Fin,
+        1 => Leave::Reset,
+        _ => Leave::StallThenReset,
+    };
+    // Group index % 10 leaves in the minutes m with m % 10 == group, spread over the minute.
+    let offset = Duration::from_secs((index % 10) as u64 * 60 + ((index / 10) % 60) as u64);
+    let mut next_drop = began + offset;
+    let mut first = true;
+    while Instant::now() < hard_end && !shared.stop.load(Ordering::Relaxed) {
+        if !first {
+            thread::sleep(Duration::from_millis(1000));
+        }
+        first = false;
+        let headers: Vec<(&str, &str)> = last_id
+            .as_deref()
+            .map(|id| vec![("Last-Event-ID", id)])
+            .unwrap_or_default();
+        let Some(mut stream) = Stream::try_open(addr, &target, &headers) else {
+            continue;
+        };
+        if stream.status != 200 {
+            continue;
+        }
+        tally.reconnects += 1;
+        shared.connected.fetch_add(1, Ordering::Relaxed);
+        let ended = loop {
+            if Instant::now() >= hard_end || shared.stop.load(Ordering::Relaxed) {
+                break Some(stream);
+            }
+            let draining = shared.draining.load(Ordering::Relaxed);
+            if draining && shared.final_counts.load(Ordering::Relaxed) {
+                let published = shared.published[index].load(Ordering::SeqCst);
+                if tally.has_all(published) {
+                    tally.published = published;
+                    break Some(stream);
+                }
+            }
+            if !draining && Instant::now() >= next_drop {
+                next_drop += Duration::from_secs(600);
+                shared.connected.fetch_sub(1, Ordering::Relaxed);
+                match how {
+                    Leave::Fin => stream.close(),
+                    Leave::Reset => stream.reset(),
+                    Leave::StallThenReset => {
+                        let until = Instant::now() + STALL;
+                        while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+                            thread::sleep(Duration::from_millis(200));
+                        }
+                        stream.reset();
+                    }
+                }
+                tally.drops[how as usize] += 1;
+                break None;
+            }
+            match stream.next_event_within(Duration::from_millis(200)) {
+                Ok(Some(event)) => {
+                    let number = event
+                        .data
+                        .as_deref()
+                        .and_then(|d| d.split(' ').next())
+                        .and_then(|n| n.parse::<u32>().ok());
+                    match number {
+                        Some(n) if n > 0 => tally.record(n),
+                        _ => eprintln!("soak: {queue}: unexpected event {event:?}"),
+                    }
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                    if event.id.is_some() {
+                        last_id = event.id;
+                    }
+                }
+                // The server ended the stream (the broker went away, say): come back.
+                Ok(None) => {
+                    shared.connected.fetch_sub(1, Ordering::Relaxed);
+                    break None;
+                }
+                Err(()) => {}
+            }
+        };
+        if let Some(stream) = ended {
+            shared.connected.fetch_sub(1, Ordering::Relaxed);
+            stream.close();
+            break;
+        }
+    }
+    if tally.published == 0 {
+        tally.published = shared.published[index].load(Ordering::SeqCst);
+    }
+    tally
+}
+
+/// Prints the figures and the verdict; true when the run passed.
+fn report(
+    plan: &Plan,
+    samples: &[Sample],
+    results: &[Tally],
+    shared: &Shared,
+    confirmed: bool,
+    cgroup: Option<String>,
+) -> bool {
+    let mut passed = true;
+    let republished = shared.republished.lock().unwrap().clone();
+    let (mut published, mut received, mut missing, mut duplicated, mut republished_twice) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut out_of_order, mut drops, mut reconnects) = (0u64, [0u64; 3], 0u64);
+    let mut worst: Vec<String> = Vec::new();
+    for (q, t) in results.iter().enumerate() {
+        published += u64::from(t.published);
+        out_of_order += t.out_of_order;
+        reconnects += t.reconnects.saturating_sub(1);
+        for (all, own) in drops.iter_mut().zip(t.drops) {
+            *all += own;
+        }
+        let mut queue_missing = 0;
+        for n in 1..=t.published {
+            let c = t.counts.get(n as usize - 1).copied().unwrap_or(0);
+            received += u64::from(c);
+            if c == 0 {
+                queue_missing += 1;
+            } else if c > 1 {
+                if republished.contains(&(q, n)) {
+                    republished_twice += u64::from(c - 1);
+                } else {
+                    duplicated += u64::from(c - 1);
+                }
+            }
+        }
+        missing += queue_missing;
+        if queue_missing > 0 && worst.len() < 5 {
+            worst.push(format!(
+                "queue {q}: {queue_missing} missing of {}",
+                t.published
+            ));
+        }
+    }
+    println!();
+    println!(
+        "soak: {} streams, {:.1} minutes, {} msg/s",
+        plan.streams, plan.minutes, plan.rate
+    );
+    println!(
+        "soak: clients left {} times by FIN, {} by RST, {} by a {} s stall then RST; {} reconnects in all",
+        drops[0],
+        drops[1],
+        drops[2],
+        STALL.as_secs(),
+        reconnects
+    );
+    println!(
+        "soak: published {published}, received {received}, missing {missing}, duplicated {duplicated}, out of order {out_of_order}"
+    );
+    println!(
+        "soak: {} messages published again (not confirmed when the broker went away); {republished_twice} of them arrived twice (the broker had kept the first copy)",
+        republished.len()
+    );
+    if !confirmed {
+        println!("soak: FAIL: the publisher could not get every message confirmed");
+        passed = false;
+    }
+    if missing > 0 || duplicated > 0 {
+        println!(
+            "soak: FAIL: messages lost or repeated ({})",
+            worst.join("; ")
+        );
+        passed = false;
+    }
+    if let Some(note) = cgroup {
+        println!("soak: memory cap: {note}");
+    }
+
+    // Growth: the median of the three samples nearest the mark against the last three.
+    let mark = plan.mark().as_secs_f64();
+    let mut near: Vec<&Sample> = samples.iter().collect();
+    near.sort_by(|a, b| {
+        (a.seconds - mark)
+            .abs()
+            .total_cmp(&(b.seconds - mark).abs())
+    });
+    let reference: Vec<&Sample> = near.into_iter().take(3).collect();
+    let last: Vec<&Sample> = samples.iter().rev().take(3).collect();
+    if samples.len() < 6 {
+        println!(
+            "soak: FAIL: only {} samples, too few to compare",
+            samples.len()
+        );
+        return false;
+    }
+    let first = &samples[0];
+    let end = samples.last().unwrap();
+    let nearest = reference[0];
+    println!(
+        "soak: growth compared at {:.0} s{} against the last three samples (median of three each)",
+        mark,
+        if plan.minutes < 10.0 {
+            " (halfway: the run is under 10 minutes)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "| figure | start ({:.0} s) | mark ({:.0} s) | end ({:.0} s) | growth mark → end |",
+        first.seconds, nearest.seconds, end.seconds
+    );
+    println!("|---|---|---|---|---|");
+    type Pick = fn(&Sample) -> Option<u64>;
+    let figures: [(&str, Pick); 4] = [
+        ("server RSS (KiB)", |s| Some(s.rss_kib)),
+        ("server open files", |s| Some(s.fds)),
+        ("server threads", |s| Some(s.threads)),
+        ("broker channels", |s| s.channels),
+    ];
+    for (name, pick) in figures {
+        let median = |set: &[&Sample]| -> Option<f64> {
+            let mut v: Vec<u64> = set.iter().filter_map(|s| pick(s)).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).map(|&x| x as f64)
+        };
+        let (Some(at_mark), Some(at_end)) = (median(&reference), median(&last)) else {
+            println!("| {name} | | | | no samples |");
+            passed = false;
+            continue;
+        };
+        let growth = (at_end - at_mark) / at_mark.max(1.0) * 100.0;
+        let show = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+        println!(
+            "| {name} | {} | {at_mark:.0} | {at_end:.0} | {growth:+.1} % |",
+            show(pick(first))
+        );
+        if growth > 5.0 {
+            println!("soak: FAIL: {name} grew {growth:.1} % after the mark");
+            passed = false;
+        }
+    }
+    println!("soak: {}", if passed { "PASS" } else { "FAIL" });
+    passed
+}
