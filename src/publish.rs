@@ -15,6 +15,7 @@ pub enum PublishError {
     Stdin(std::io::Error),
     Amqp { broker: String, message: String },
     NotConfirmed(String),
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for PublishError {
@@ -23,6 +24,7 @@ impl fmt::Display for PublishError {
             PublishError::NoBroker => f.write_str("broker.node lists no broker"),
             PublishError::Stdin(e) => write!(f, "cannot read the message from standard input: {e}"),
             PublishError::Amqp { broker, message } => write!(f, "broker {broker}: {message}"),
+            PublishError::Tls(e) => write!(f, "broker.tls: {e}"),
             PublishError::NotConfirmed(queue) => {
                 write!(f, "the broker did not confirm the message to {queue:?}")
             }
@@ -48,12 +50,12 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         broker: url.to_string(),
         message: url.scrub(&e.to_string()),
     };
-    let mut connection =
-        crate::amqp::broker::connect(url, config.broker.heartbeat, ConnectionTuning::default())
-            .map_err(|message| PublishError::Amqp {
-                broker: url.to_string(),
-                message,
-            })?;
+    let dial = crate::server::dial(&config.broker).map_err(PublishError::Tls)?;
+    let mut connection = crate::amqp::broker::connect(url, &dial, ConnectionTuning::default())
+        .map_err(|message| PublishError::Amqp {
+            broker: url.to_string(),
+            message,
+        })?;
     let channel = connection.open_channel(None).map_err(amqp)?;
     queue::declare(
         &channel,

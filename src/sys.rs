@@ -5,8 +5,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// The signals that stop the server.
-pub const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+/// The signals the signal thread waits for: two that stop the server, one that reloads.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Socket options of an accepted connection: a peer that vanished without a word (a partition)
 /// fails the next write once TCP has retried for `user_timeout`, and idle connections are
@@ -98,7 +98,7 @@ fn stop_signal_set() -> libc::sigset_t {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts later).
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and the threads it starts later).
 pub fn block_stop_signals() {
     let set = stop_signal_set();
     // SAFETY: changes only this thread's signal mask, from a set we own.
@@ -107,7 +107,7 @@ pub fn block_stop_signals() {
     }
 }
 
-/// The next SIGINT or SIGTERM; `None` when `within` passes first.
+/// The next SIGINT, SIGTERM or SIGHUP; `None` when `within` passes first.
 pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
     let set = stop_signal_set();
     let deadline = within.map(|d| Instant::now() + d);

@@ -130,7 +130,7 @@ fn client_stops_reading_then_vanishes() {
     // A small receive buffer, so the stall reaches the server quickly.
     let connect = || {
         let socket = TcpStream::connect(server.addr)?;
-        set_receive_buffer(&socket, 4096);
+        support::set_receive_buffer(&socket, 4096);
         Ok(socket)
     };
     let mut stream = reader
@@ -160,20 +160,6 @@ fn client_stops_reading_then_vanishes() {
         &published,
         &reader.received,
     );
-}
-
-fn set_receive_buffer(socket: &TcpStream, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt with a pointer to a live int of the size passed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 #[test]

@@ -5,5 +5,5 @@ pub mod control;
 pub mod queue;
 pub mod url;
 
-pub use broker::Broker;
+pub use broker::{Broker, Dial};
 pub use url::BrokerUrl;

@@ -4,24 +4,15 @@
 use crate::clock::UtcTime;
 use crate::http::head::{self, RequestHead};
 use crate::http::sse;
+use crate::http::Client;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use log::warn;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// How far the delay a refused EventSource client is given is moved at random, in percent.
 const RETRY_JITTER_PERCENT: u8 = 20;
-
-/// A client connection: the socket we own, who is on the other end, and which listener it came
-/// through.
-pub struct Client {
-    pub socket: TcpStream,
-    pub peer: SocketAddr,
-    /// True for a connection to `server.admin_address`.
-    pub admin: bool,
-}
 
 pub struct Responder {
     metrics: Arc<Metrics>,
@@ -85,7 +76,7 @@ impl Responder {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         headers.extend_from_slice(extra);
-        head::send_and_close(&mut client.socket, &head::answer(status, &headers, body));
+        client.send_and_close(&head::answer(status, &headers, body));
     }
 
     /// 204 to a CORS preflight.
@@ -150,15 +141,12 @@ impl Responder {
         let millis = crate::random::jitter(f64::from(seconds) * 1000.0, RETRY_JITTER_PERCENT);
         sse::push_retry(&mut bytes, millis.round() as u32);
         sse::push_comment(&mut bytes, refusal.reason());
-        head::send_and_close(&mut client.socket, &bytes);
+        client.send_and_close(&bytes);
     }
 
     /// A plain document, such as `/metrics` or `/healthz`.
     pub fn document(&self, client: &mut Client, status: u16, content_type: &str, body: &str) {
         let ct = [("Content-Type", content_type)];
-        head::send_and_close(
-            &mut client.socket,
-            &head::answer(status, &ct, body.as_bytes()),
-        );
+        client.send_and_close(&head::answer(status, &ct, body.as_bytes()));
     }
 }

@@ -2,6 +2,7 @@
 //! through mio), so that a client sending its request slowly holds no worker. A complete head
 //! goes to the pool; a head that is late, too large or not HTTP is answered and dropped.
 
+use crate::http::client::NotTls;
 use crate::http::head::{self, HttpError, RequestHead};
 use crate::http::{Client, Responder};
 use crossbeam_channel::Receiver;
@@ -9,7 +10,6 @@ use log::debug;
 use mio::unix::EventedFd;
 use mio::{Events, Poll, PollOpt, Ready, Registration, SetReadiness, Token};
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,8 +133,14 @@ fn run(
                     let token = Token(next_token);
                     next_token = next_token.wrapping_add(1).max(1);
                     let fd = client.socket.as_raw_fd();
+                    // A TLS handshake writes too; its flights are small, but the socket may
+                    // refuse one.
+                    let interest = match client.is_tls() {
+                        true => Ready::readable() | Ready::writable(),
+                        false => Ready::readable(),
+                    };
                     if poll
-                        .register(&EventedFd(&fd), token, Ready::readable(), PollOpt::edge())
+                        .register(&EventedFd(&fd), token, interest, PollOpt::edge())
                         .is_err()
                     {
                         continue;
@@ -179,7 +185,7 @@ fn run(
 fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
     let mut chunk = [0u8; 4096];
     loop {
-        match waiting.client.socket.read(&mut chunk) {
+        match waiting.client.read_request(&mut chunk) {
             Ok(0) => return Err(HttpError::Closed),
             Ok(n) => {
                 waiting.buffer.extend_from_slice(&chunk[..n]);
@@ -189,6 +195,9 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<NotTls>()) => {
+                return Err(HttpError::NotTls)
+            }
             Err(e) => return Err(HttpError::Io(e)),
         }
     }
@@ -196,6 +205,8 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
 
 fn turn_away(mut client: Client, error: &HttpError, responder: &Responder) {
     match error.refusal() {
+        // A TLS client still in its handshake cannot be answered in HTTP.
+        Some(_) if !client.can_answer() => debug!("{}: {error}", client.peer),
         Some(refusal) => {
             let _ = client.socket.set_nonblocking(false);
             let _ = client
