@@ -39,6 +39,11 @@ fn pipe() -> (RawFd, RawFd) {
 
 impl Browser {
     fn launch() -> Option<Browser> {
+        Browser::launch_with(&[])
+    }
+
+    /// Chromium with `extra` flags after the usual ones.
+    fn launch_with(extra: &[String]) -> Option<Browser> {
         let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())?;
@@ -59,6 +64,7 @@ impl Browser {
                 "--remote-debugging-pipe",
             ])
             .arg(format!("--user-data-dir={}", profile.path.display()))
+            .args(extra)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -229,6 +235,61 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
         browser.text("document.getElementById('status').dataset.state"),
         "open"
     );
+}
+
+#[test]
+fn the_example_page_streams_over_https_and_comes_back_after_a_restart() {
+    let Some((certs, _)) = support::tls_setup() else {
+        eprintln!(
+            "browser over HTTPS: SKIPPED, no test certificates (run it through scripts/test)"
+        );
+        return;
+    };
+    // Chromium trusts the test server's key, as it would a certificate from a trusted CA.
+    let spki = std::fs::read_to_string(certs.join("spki.txt")).expect("the key's SPKI hash");
+    let trust = format!("--ignore-certificate-errors-spki-list={}", spki.trim());
+    let Some(mut browser) = Browser::launch_with(&[trust]) else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let port = support::closed_port();
+    let address = format!("127.0.0.1:{port}");
+    let (cert, key) = (
+        certs.join("server.pem").display().to_string(),
+        certs.join("server.key").display().to_string(),
+    );
+    let settings = [
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_SERVER_TLS_CERT", cert.as_str()),
+        ("EVENTSOURCED_SERVER_TLS_KEY", key.as_str()),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
+        ("EVENTSOURCED_SERVER_RETRY", "300"),
+    ];
+    let mut server = Server::start(&settings).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("browser-https");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/browser.html");
+    browser.open(&format!(
+        "file://{page}?server=https://localhost:{port}&id={queue}&start"
+    ));
+    wait_for("the first messages in the page", support::WAIT, || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(&mut browser), "open");
+    server.wait_log("stream ");
+    let (status, _) = server.stop_with(libc::SIGTERM);
+    assert!(status.success());
+    amqp.publish_all(&queue, &numbered(4, 6));
+    let _server = Server::start(&settings).ready();
+    wait_for(
+        "the page to reconnect over HTTPS and catch up",
+        Duration::from_secs(30),
+        || browser.events().len() >= 6,
+    );
+    assert_eq!(browser.events(), numbered(1, 6));
+    assert_eq!(page_state(&mut browser), "open");
 }
 
 /// A free loopback address for a server the page will reach.
