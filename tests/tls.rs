@@ -149,6 +149,33 @@ fn a_broker_certificate_from_another_ca_is_refused_and_named() {
 }
 
 #[test]
+fn without_a_configured_ca_the_system_roots_then_the_built_in_ones_decide() {
+    let Some((certs, port)) =
+        setup("without_a_configured_ca_the_system_roots_then_the_built_in_ones_decide")
+    else {
+        return;
+    };
+    let node = format!("amqps://guest:guest@localhost:{port}/");
+    // SSL_CERT_FILE, the usual convention, names the system's store: the test CA is in it.
+    let ca = file(&certs, "ca.pem");
+    let server = Server::start_with_broker(&node, &[("SSL_CERT_FILE", &ca)]).ready();
+    server.wait_log("checked against the system's certificate store");
+    drop(server);
+    // No store at all, as in a FROM scratch image: Mozilla's roots, which do not know the test
+    // CA, so the broker is refused rather than trusted.
+    let server = Server::start_with_broker(
+        &node,
+        &[
+            ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+            ("SSL_CERT_DIR", "/nonexistent"),
+        ],
+    );
+    server.wait_log("checked against the built-in Mozilla roots");
+    server.wait_log("does not verify");
+    assert!(!server.log_text().contains("connected to broker"));
+}
+
+#[test]
 fn a_client_certificate_logs_in_with_external() {
     let Some((certs, port)) = setup("a_client_certificate_logs_in_with_external") else {
         return;
