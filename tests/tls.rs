@@ -6,13 +6,12 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use support::{
-    assert_exactly_once, assert_none_missing, has_all, numbered, request, run_eventsourced, text,
-    tls_setup, unique, Amqp, OwnBroker, Server, Stream, TempDir, WAIT,
+    assert_exactly_once, numbered, request, run_eventsourced, text, tls_setup, unique, Amqp,
+    OwnBroker, Reader, Server, Stream, TempDir, WAIT,
 };
 
 fn setup(test: &str) -> Option<(PathBuf, u16)> {
@@ -27,77 +26,22 @@ fn file(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
-/// The server against `broker`, speaking HTTPS with `cert` and `key` when given.
-fn https_server(broker: &str, cert_key: Option<(&str, &str)>, env: &[(&str, &str)]) -> Server {
+/// The server on the test broker, speaking HTTPS with the test certificate (`cert` and `key`
+/// in `certs`, or those given), connected to the broker.
+fn https_server_with(cert: &str, key: &str, env: &[(&str, &str)]) -> Server {
     let mut all: Vec<(&str, &str)> = env.to_vec();
-    if let Some((cert, key)) = cert_key {
-        all.push(("EVENTSOURCED_SERVER_TLS_CERT", cert));
-        all.push(("EVENTSOURCED_SERVER_TLS_KEY", key));
-    }
-    Server::start_with_broker(broker, &all)
+    all.push(("EVENTSOURCED_SERVER_TLS_CERT", cert));
+    all.push(("EVENTSOURCED_SERVER_TLS_KEY", key));
+    Server::start_with_broker(&support::broker_url(), &all).ready()
 }
 
-/// An EventSource-like reader over HTTPS: reconnects with the last id it saw.
-#[derive(Default)]
-struct Reader {
-    received: Vec<String>,
-    last_id: Option<String>,
+fn https_server(certs: &Path, env: &[(&str, &str)]) -> Server {
+    https_server_with(&file(certs, "server.pem"), &file(certs, "server.key"), env)
 }
 
-impl Reader {
-    fn connect_with(
-        &self,
-        addr: SocketAddr,
-        ca: &Path,
-        queue: &str,
-        connect: impl FnOnce() -> std::io::Result<TcpStream>,
-    ) -> Option<Stream> {
-        let headers: Vec<(&str, &str)> = self
-            .last_id
-            .iter()
-            .map(|id| ("Last-Event-ID", id.as_str()))
-            .collect();
-        Stream::try_open_tls(
-            connect,
-            addr,
-            "localhost",
-            ca,
-            &format!("/?id={queue}"),
-            &headers,
-        )
-        .filter(|s| s.status == 200)
-    }
-
-    fn connect(&self, addr: SocketAddr, ca: &Path, queue: &str) -> Option<Stream> {
-        self.connect_with(addr, ca, queue, || TcpStream::connect(addr))
-    }
-
-    fn drain(&mut self, stream: &mut Stream, within: Duration, stop: impl Fn(&[String]) -> bool) {
-        let end = Instant::now() + within;
-        while !stop(&self.received) {
-            match stream.next_event_within(end.saturating_duration_since(Instant::now())) {
-                Ok(Some(event)) => {
-                    self.received.push(event.data.unwrap_or_default());
-                    self.last_id = event.id.or(self.last_id.take());
-                }
-                Ok(None) | Err(()) => return,
-            }
-        }
-    }
-
-    /// Reconnects until every message of `expected` arrived, or a minute passed.
-    fn read_all(&mut self, addr: SocketAddr, ca: &Path, queue: &str, expected: &[String]) {
-        let end = Instant::now() + Duration::from_secs(60);
-        while !has_all(&self.received, expected) && Instant::now() < end {
-            match self.connect(addr, ca, queue) {
-                Some(mut stream) => {
-                    let left = end.saturating_duration_since(Instant::now());
-                    self.drain(&mut stream, left, |got| has_all(got, expected));
-                }
-                None => std::thread::sleep(Duration::from_millis(300)),
-            }
-        }
-    }
+/// An EventSource-like reader over HTTPS that trusts the test CA.
+fn https_reader(certs: &Path) -> Reader {
+    Reader::over_tls(certs.join("ca.pem"))
 }
 
 #[test]
@@ -230,20 +174,15 @@ fn https_streams_resume_exactly_once() {
     let Some((certs, _)) = setup("https_streams_resume_exactly_once") else {
         return;
     };
-    let (cert, key, ca) = (
-        file(&certs, "server.pem"),
-        file(&certs, "server.key"),
-        certs.join("ca.pem"),
-    );
-    let server = https_server(&support::broker_url(), Some((&cert, &key)), &[]).ready();
+    let server = https_server(&certs, &[]);
     assert!(server.log_text().contains("(HTTPS, "));
     let amqp = Amqp::connect();
     let queue = unique("https-resume");
     amqp.declare(&queue);
     let published = numbered(1, 40);
     amqp.publish_all(&queue, &published[..20]);
-    let mut reader = Reader::default();
-    let mut stream = reader.connect(server.addr, &ca, &queue).expect("a stream");
+    let mut reader = https_reader(&certs);
+    let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     assert_eq!(
         stream.header("Content-Type"),
         Some("text/event-stream; charset=utf-8")
@@ -252,7 +191,7 @@ fn https_streams_resume_exactly_once() {
     stream.close();
     amqp.publish_all(&queue, &published[20..]);
     server.wait_log("client gone");
-    reader.read_all(server.addr, &ca, &queue, &published);
+    reader.read_all(|| server.addr, &queue, &published);
     assert_exactly_once("over HTTPS, resumed", &published, &reader.received);
 }
 
@@ -261,38 +200,8 @@ fn https_client_leaves(fault: &str, reset: bool) {
     let Some((certs, _)) = setup(fault) else {
         return;
     };
-    let (cert, key, ca) = (
-        file(&certs, "server.pem"),
-        file(&certs, "server.key"),
-        certs.join("ca.pem"),
-    );
-    let server = https_server(
-        &support::broker_url(),
-        Some((&cert, &key)),
-        &[("EVENTSOURCED_SERVER_KEEPALIVE", "1")],
-    )
-    .ready();
-    let amqp = Amqp::connect();
-    let queue = unique(&fault.replace(' ', "-"));
-    amqp.declare(&queue);
-    let published = numbered(1, 40);
-    amqp.publish_all(&queue, &published[..20]);
-    let mut reader = Reader::default();
-    let mut stream = reader.connect(server.addr, &ca, &queue).expect("a stream");
-    reader.drain(&mut stream, WAIT, |got| got.len() >= 10);
-    if reset {
-        stream.reset();
-    } else {
-        stream.close();
-    }
-    amqp.publish_all(&queue, &published[20..]);
-    server.wait_log("client gone");
-    reader.read_all(server.addr, &ca, &queue, &published);
-    assert_none_missing(
-        &format!("fault over HTTPS: {fault}"),
-        &published,
-        &reader.received,
-    );
+    let server = https_server(&certs, &[("EVENTSOURCED_SERVER_KEEPALIVE", "1")]);
+    support::leaving::client_leaves(&server, https_reader(&certs), fault, reset);
 }
 
 #[test]
@@ -310,59 +219,17 @@ fn https_client_stops_reading_then_vanishes() {
     let Some((certs, _)) = setup("https_client_stops_reading_then_vanishes") else {
         return;
     };
-    let (cert, key, ca) = (
-        file(&certs, "server.pem"),
-        file(&certs, "server.key"),
-        certs.join("ca.pem"),
-    );
     let server = https_server(
-        &support::broker_url(),
-        Some((&cert, &key)),
+        &certs,
         &[
             ("EVENTSOURCED_SERVER_WRITE_TIMEOUT", "1"),
             ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
         ],
-    )
-    .ready();
-    let amqp = Amqp::connect();
-    let queue = unique("https-stall");
-    amqp.declare(&queue);
-    let published = numbered(1, 400);
-    let filler = "x".repeat(1000);
-    for m in &published {
-        amqp.publish(&queue, &format!("{m} {filler}"));
-    }
-    let mut reader = Reader::default();
-    // A small receive buffer, so that the stall reaches the server quickly.
-    let connect = || {
-        let socket = TcpStream::connect(server.addr)?;
-        support::set_receive_buffer(&socket, 4096);
-        Ok(socket)
-    };
-    let mut stream = reader
-        .connect_with(server.addr, &ca, &queue, connect)
-        .expect("a stream");
-    reader.drain(&mut stream, WAIT, |got| got.len() >= 5);
-    // Stops reading: the server's write times out and the stream ends.
-    server.wait_log("client gone");
-    drop(stream);
-    let numbers = |got: &[String]| -> Vec<String> {
-        got.iter()
-            .map(|m| m.split(' ').next().unwrap_or_default().to_string())
-            .collect()
-    };
-    let end = Instant::now() + Duration::from_secs(60);
-    while !has_all(&numbers(&reader.received), &published) && Instant::now() < end {
-        if let Some(mut stream) = reader.connect(server.addr, &ca, &queue) {
-            reader.drain(&mut stream, Duration::from_secs(10), |got| {
-                has_all(&numbers(got), &published)
-            });
-        }
-    }
-    assert_none_missing(
-        "fault over HTTPS: client stalls, then vanishes",
-        &published,
-        &numbers(&reader.received),
+    );
+    support::leaving::client_stops_reading_then_vanishes(
+        &server,
+        https_reader(&certs),
+        "https client stalls, then vanishes",
     );
 }
 
@@ -374,8 +241,7 @@ fn curl_reads_an_https_stream_trusting_the_test_ca() {
     if Command::new("curl").arg("--version").output().is_err() {
         panic!("curl is missing: .ci/run installs it");
     }
-    let (cert, key) = (file(&certs, "server.pem"), file(&certs, "server.key"));
-    let server = https_server(&support::broker_url(), Some((&cert, &key)), &[]).ready();
+    let server = https_server(&certs, &[]);
     let amqp = Amqp::connect();
     let queue = unique("curl");
     amqp.declare(&queue);
@@ -426,8 +292,7 @@ fn plain_http_to_the_https_port_is_told_so() {
     let Some((certs, _)) = setup("plain_http_to_the_https_port_is_told_so") else {
         return;
     };
-    let (cert, key) = (file(&certs, "server.pem"), file(&certs, "server.key"));
-    let server = https_server(&support::broker_url(), Some((&cert, &key)), &[]).ready();
+    let server = https_server(&certs, &[]);
     let answer = request(server.addr, "GET", "/?id=x", &[]);
     assert_eq!(answer.status, 400);
     assert_eq!(
@@ -441,20 +306,13 @@ fn a_stalled_handshake_costs_a_socket_not_a_worker() {
     let Some((certs, _)) = setup("a_stalled_handshake_costs_a_socket_not_a_worker") else {
         return;
     };
-    let (cert, key, ca) = (
-        file(&certs, "server.pem"),
-        file(&certs, "server.key"),
-        certs.join("ca.pem"),
-    );
     let server = https_server(
-        &support::broker_url(),
-        Some((&cert, &key)),
+        &certs,
         &[
             ("EVENTSOURCED_SERVER_WORKERS", "1"),
             ("EVENTSOURCED_SERVER_REQUEST_TIMEOUT", "2"),
         ],
-    )
-    .ready();
+    );
     // The start of a TLS record, then nothing.
     let mut stalled = TcpStream::connect(server.addr).expect("connect");
     std::io::Write::write_all(&mut stalled, &[0x16, 0x03, 0x01]).expect("write");
@@ -463,8 +321,8 @@ fn a_stalled_handshake_costs_a_socket_not_a_worker() {
     let queue = unique("handshake");
     amqp.declare(&queue);
     amqp.publish(&queue, "served");
-    let mut stream = Reader::default()
-        .connect(server.addr, &ca, &queue)
+    let mut stream = https_reader(&certs)
+        .connect(server.addr, &queue)
         .expect("a stream while a handshake stalls");
     assert_eq!(stream.next_data().as_deref(), Some("served"));
     // And the stalled connection is closed at the head deadline.
@@ -486,19 +344,13 @@ fn sighup_swaps_the_certificate_and_open_streams_go_on() {
     let (cert, key) = (site.path.join("site.pem"), site.path.join("site.key"));
     std::fs::copy(certs.join("server.pem"), &cert).expect("copy");
     std::fs::copy(certs.join("server.key"), &key).expect("copy");
-    let ca = certs.join("ca.pem");
-    let server = https_server(
-        &support::broker_url(),
-        Some((&cert.display().to_string(), &key.display().to_string())),
-        &[],
-    )
-    .ready();
+    let server = https_server_with(&cert.display().to_string(), &key.display().to_string(), &[]);
     let amqp = Amqp::connect();
     let queue = unique("renewal");
     amqp.declare(&queue);
     amqp.publish(&queue, "before");
-    let mut open = Reader::default()
-        .connect(server.addr, &ca, &queue)
+    let mut open = https_reader(&certs)
+        .connect(server.addr, &queue)
         .expect("a stream");
     assert_eq!(open.next_data().as_deref(), Some("before"));
     let der = |path: &Path| -> Vec<u8> {
@@ -518,8 +370,8 @@ fn sighup_swaps_the_certificate_and_open_streams_go_on() {
     server.wait_log("reloaded");
     let other = unique("renewal-other");
     amqp.declare(&other);
-    let fresh = Reader::default()
-        .connect(server.addr, &ca, &other)
+    let fresh = https_reader(&certs)
+        .connect(server.addr, &other)
         .expect("a stream after the reload");
     assert_eq!(
         fresh.server_certificate(),
@@ -535,7 +387,7 @@ fn sighup_swaps_the_certificate_and_open_streams_go_on() {
     server.wait_log("still serving the certificate loaded before");
     let third = unique("renewal-third");
     amqp.declare(&third);
-    let still = Reader::default().connect(server.addr, &ca, &third);
+    let still = https_reader(&certs).connect(server.addr, &third);
     assert_eq!(
         still.and_then(|s| s.server_certificate()),
         Some(der(&certs.join("renewed.pem")))
@@ -597,7 +449,7 @@ fn an_amqps_broker_restart_loses_nothing() {
     for message in &published[..20] {
         amqp.publish_confirmed(&queue, message).expect("confirmed");
     }
-    let mut reader = PlainReader::default();
+    let mut reader = Reader::default();
     let mut stream = reader.connect(server.addr, &queue).expect("a stream");
     reader.drain(&mut stream, WAIT, |got| got.len() >= 20);
     drop(amqp);
@@ -608,46 +460,6 @@ fn an_amqps_broker_restart_loses_nothing() {
     for message in &published[20..] {
         amqp.publish_confirmed(&queue, message).expect("confirmed");
     }
-    let end = Instant::now() + Duration::from_secs(60);
-    while !has_all(&reader.received, &published) && Instant::now() < end {
-        match reader.connect(server.addr, &queue) {
-            Some(mut stream) => {
-                let left = end.saturating_duration_since(Instant::now());
-                reader.drain(&mut stream, left, |got| has_all(got, &published));
-            }
-            None => std::thread::sleep(Duration::from_millis(300)),
-        }
-    }
+    reader.read_all(|| server.addr, &queue, &published);
     assert_exactly_once("amqps:// broker restarted", &published, &reader.received);
-}
-
-/// The same reader over plain HTTP, for the broker-side tests.
-#[derive(Default)]
-struct PlainReader {
-    received: Vec<String>,
-    last_id: Option<String>,
-}
-
-impl PlainReader {
-    fn connect(&self, addr: SocketAddr, queue: &str) -> Option<Stream> {
-        let headers: Vec<(&str, &str)> = self
-            .last_id
-            .iter()
-            .map(|id| ("Last-Event-ID", id.as_str()))
-            .collect();
-        Stream::try_open(addr, &format!("/?id={queue}"), &headers).filter(|s| s.status == 200)
-    }
-
-    fn drain(&mut self, stream: &mut Stream, within: Duration, stop: impl Fn(&[String]) -> bool) {
-        let end = Instant::now() + within;
-        while !stop(&self.received) {
-            match stream.next_event_within(end.saturating_duration_since(Instant::now())) {
-                Ok(Some(event)) => {
-                    self.received.push(event.data.unwrap_or_default());
-                    self.last_id = event.id.or(self.last_id.take());
-                }
-                Ok(None) | Err(()) => return,
-            }
-        }
-    }
 }

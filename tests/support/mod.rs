@@ -14,7 +14,9 @@
 pub mod amqp;
 pub mod client;
 pub mod faults;
+pub mod leaving;
 pub mod numbered;
+pub mod reader;
 pub mod server;
 
 // The names the tests use; each test file takes only some of them.
@@ -28,6 +30,8 @@ pub use faults::{
 };
 #[allow(unused_imports)]
 pub use numbered::{assert_exactly_once, assert_none_missing, has_all, numbered};
+#[allow(unused_imports)]
+pub use reader::Reader;
 #[allow(unused_imports)]
 pub use server::Server;
 
