@@ -248,7 +248,8 @@ fn curl_reads_an_https_stream_trusting_the_test_ca() {
     amqp.publish_all(&queue, &numbered(1, 3));
     let url = format!("https://localhost:{}/?id={queue}", server.addr.port());
     let mut curl = Command::new("curl")
-        .args(["-sS", "-N", "--http1.1", "--max-time", "20", "--cacert"])
+        // curl offers h2 and http/1.1; -v shows what the server chose.
+        .args(["-sS", "-v", "-N", "--max-time", "20", "--cacert"])
         .arg(certs.join("ca.pem"))
         .arg(&url)
         .stdout(Stdio::piped())
