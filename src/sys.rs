@@ -86,6 +86,19 @@ pub fn unacknowledged_bytes(socket: &TcpStream) -> u64 {
     }
 }
 
+/// Waits until `fd` can take more bytes, at most `within`; false when the time passed first.
+pub fn wait_writable(fd: std::os::fd::RawFd, within: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll reads and writes the one pollfd we own, for the count we pass.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    ready > 0
+}
+
 fn stop_signal_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before anything reads it.
     unsafe {

@@ -27,6 +27,7 @@ struct Browser {
     next_id: u64,
     session: Option<String>,
     _profile: TempDir,
+    _home: Option<TempDir>,
 }
 
 fn pipe() -> (RawFd, RawFd) {
@@ -39,14 +40,42 @@ fn pipe() -> (RawFd, RawFd) {
 
 impl Browser {
     fn launch() -> Option<Browser> {
-        Browser::launch_with(&[])
+        Browser::launch_with(None)
     }
 
-    /// Chromium with `extra` flags after the usual ones.
-    fn launch_with(extra: &[String]) -> Option<Browser> {
-        let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
+    /// Chromium that trusts the CA in `ca` as a system-wide one: in the NSS database of a home
+    /// of its own (`$HOME/.pki/nssdb`, where Chromium on Linux reads trusted roots).
+    fn launch_trusting(ca: &std::path::Path) -> Option<Browser> {
+        chromium()?;
+        let home = TempDir::new("chromium-home");
+        let db = format!("sql:{}", home.path.join(".pki/nssdb").display());
+        std::fs::create_dir_all(home.path.join(".pki/nssdb")).expect("an NSS directory");
+        let certutil = |args: &[&str]| {
+            let status = Command::new("certutil")
+                .args(args)
+                .status()
+                .expect("certutil (libnss3-tools; .ci/run installs it)");
+            assert!(status.success(), "certutil {args:?}");
+        };
+        certutil(&["-d", &db, "-N", "--empty-password"]);
+        let ca = ca.display().to_string();
+        certutil(&[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "eventsourced test CA",
+            "-i",
+            &ca,
+        ]);
+        Browser::launch_with(Some(home))
+    }
+
+    /// Chromium, with `home` as its HOME when given.
+    fn launch_with(home: Option<TempDir>) -> Option<Browser> {
+        let binary = chromium()?;
         let profile = TempDir::new("chromium");
         let (command_read, command_write) = pipe();
         let (reply_read, reply_write) = pipe();
@@ -64,7 +93,6 @@ impl Browser {
                 "--remote-debugging-pipe",
             ])
             .arg(format!("--user-data-dir={}", profile.path.display()))
-            .args(extra)
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -88,6 +116,9 @@ impl Browser {
                 Ok(())
             });
         }
+        if let Some(home) = &home {
+            command.env("HOME", &home.path);
+        }
         let child = command.spawn().ok()?;
         // SAFETY: each fd is ours, open, and owned from here on by exactly one File.
         let (commands, replies) = unsafe {
@@ -105,6 +136,7 @@ impl Browser {
             next_id: 1,
             session: None,
             _profile: profile,
+            _home: home,
         })
     }
 
@@ -178,6 +210,13 @@ impl Drop for Browser {
     }
 }
 
+/// Debian's Chromium, where it is installed.
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
 /// The string value of the first `"field":"…"` in a JSON text.
 fn string_field(json: &str, field: &str) -> Option<String> {
     let start = json.find(&format!("\"{field}\":\""))? + field.len() + 4;
@@ -245,10 +284,8 @@ fn the_example_page_streams_over_https_and_comes_back_after_a_restart() {
         );
         return;
     };
-    // Chromium trusts the test server's key, as it would a certificate from a trusted CA.
-    let spki = std::fs::read_to_string(certs.join("spki.txt")).expect("the key's SPKI hash");
-    let trust = format!("--ignore-certificate-errors-spki-list={}", spki.trim());
-    let Some(mut browser) = Browser::launch_with(&[trust]) else {
+    // Chromium trusts the test CA, and checks the server's chain and name against it.
+    let Some(mut browser) = Browser::launch_trusting(&certs.join("ca.pem")) else {
         eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
         return;
     };

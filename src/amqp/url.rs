@@ -42,6 +42,8 @@ pub enum UrlError {
     OptionValue(&'static str),
     /// A broken `%XX` escape in the user, password or vhost.
     Encoding,
+    /// `auth_mechanism=external` on `amqp://`: a client certificate needs TLS.
+    ExternalWithoutTls,
 }
 
 /// What to check when a part looks wrong: characters that end a part early.
@@ -75,6 +77,9 @@ impl fmt::Display for UrlError {
             UrlError::Encoding => {
                 f.write_str("a %-escape in the user, password or vhost is broken")
             }
+            UrlError::ExternalWithoutTls => f.write_str(
+                "auth_mechanism=external logs in with a client certificate, which needs amqps://",
+            ),
         }
     }
 }
@@ -133,6 +138,9 @@ impl BrokerUrl {
                 Ok(n) if n <= limit => options.push((key.to_string(), n)),
                 _ => return Err(UrlError::OptionValue(key)),
             }
+        }
+        if external && !tls {
+            return Err(UrlError::ExternalWithoutTls);
         }
         let decode = |text: &str| {
             crate::http::query::percent_decode(text)
@@ -312,6 +320,10 @@ mod tests {
         assert_eq!(url.address(), "broker:5673");
         assert!(url.external_auth());
         assert!(!BrokerUrl::parse("amqp://h/").unwrap().tls());
+        assert_eq!(
+            BrokerUrl::parse("amqp://h/?auth_mechanism=external"),
+            Err(UrlError::ExternalWithoutTls)
+        );
         assert_eq!(
             BrokerUrl::parse("amqps://h/?auth_mechanism=kerberos")
                 .unwrap_err()

@@ -14,6 +14,8 @@ pub struct Client {
     pub admin: bool,
     /// The TLS session, on an HTTPS listener (boxed: it is large, and most servers have none).
     tls: Option<Box<ServerConnection>>,
+    /// Whether the connection's first byte has been looked at (plain HTTP or TLS).
+    sniffed: bool,
 }
 
 /// What a connection to an HTTPS listener sent instead of a TLS handshake.
@@ -35,6 +37,7 @@ impl Client {
             peer,
             admin,
             tls: None,
+            sniffed: false,
         }
     }
 
@@ -74,9 +77,18 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
             }
-            if tls.is_handshaking() && starts_with_plain_http(&self.socket) {
-                self.tls = None;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, NotTls));
+            if !self.sniffed {
+                match first_byte(&self.socket)? {
+                    None => return Ok(0),
+                    // A TLS record starts with its content type (22: handshake); a request line
+                    // with its method.
+                    Some(byte) if byte.is_ascii_uppercase() => {
+                        self.tls = None;
+                        discard_waiting(&mut self.socket);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, NotTls));
+                    }
+                    Some(_) => self.sniffed = true,
+                }
             }
             if tls.read_tls(&mut self.socket)? == 0 {
                 return Ok(0);
@@ -115,8 +127,10 @@ impl Client {
     }
 
     /// Ends our side of the connection after what was sent: TLS's close_notify, then FIN.
-    pub fn finish(&mut self, how: Shutdown) {
-        if let Some(tls) = self.tls.as_deref_mut() {
+    /// `say_goodbye: false` skips the close_notify, for a client that stopped reading (whose
+    /// write would only wait out the write timeout again).
+    pub fn finish(&mut self, how: Shutdown, say_goodbye: bool) {
+        if let (Some(tls), true) = (self.tls.as_deref_mut(), say_goodbye) {
             tls.send_close_notify();
             while tls.wants_write() {
                 if !matches!(tls.write_tls(&mut self.socket), Ok(n) if n > 0) {
@@ -130,14 +144,28 @@ impl Client {
     /// Sends a whole answer, then ends our side; the client sees the end of the body.
     pub fn send_and_close(&mut self, bytes: &[u8]) {
         if self.send(bytes).is_ok() {
-            self.finish(Shutdown::Write);
+            self.finish(Shutdown::Write, true);
         }
     }
 }
 
-/// Whether what is waiting on the socket reads as an HTTP request line rather than a TLS record
-/// (whose first byte is a content type, 20 to 24).
-fn starts_with_plain_http(socket: &TcpStream) -> bool {
+/// The connection's first byte, left in place; `None` when the client closed; `WouldBlock`
+/// when nothing has arrived.
+fn first_byte(socket: &TcpStream) -> io::Result<Option<u8>> {
     let mut first = [0u8; 1];
-    matches!(socket.peek(&mut first), Ok(1) if first[0].is_ascii_uppercase())
+    match socket.peek(&mut first)? {
+        0 => Ok(None),
+        _ => Ok(Some(first[0])),
+    }
+}
+
+/// Reads and drops what a plain HTTP client has sent, so that closing after the answer is a
+/// FIN, not a reset that could destroy the answer before the client reads it.
+fn discard_waiting(socket: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        if !matches!(socket.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
 }

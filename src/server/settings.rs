@@ -59,7 +59,13 @@ pub fn dial(broker: &BrokerConfig) -> Result<Dial, TlsError> {
             );
             Some(tls)
         }
-        false => None,
+        false => {
+            let tls = &broker.tls;
+            if !(tls.ca.is_empty() && tls.cert.is_empty() && tls.key.is_empty()) {
+                log::warn!("broker.tls is set but no broker.node is amqps://: it is not used");
+            }
+            None
+        }
     };
     Ok(Dial {
         heartbeat: broker.heartbeat,

@@ -205,7 +205,9 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     // Only now may a takeover proceed: the messages are back in the queue.
     drop(claim);
     // The client sees the end of the stream, and its EventSource reconnects.
-    client.finish(std::net::Shutdown::Both);
+    // A client that is gone (or stopped reading) is not sent TLS's goodbye: it would only wait
+    // out the write timeout again.
+    client.finish(std::net::Shutdown::Both, !matches!(end, End::ClientGone(_)));
     info!(
         "stream {queue:?} closed for {peer} after {:.1} s and {delivered} messages: {end}",
         started.elapsed().as_secs_f32()

@@ -2,14 +2,16 @@
 //! TCP socket (`amiquip::IoStream`: read, write, and mio readiness of the socket underneath).
 
 use super::{certificates, private_key, provider, roots, TlsError};
+use crate::sys;
 use mio::{Evented, Poll, PollOpt, Ready, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How this process speaks TLS to brokers: the roots it trusts and its own certificate, if any.
 #[derive(Clone)]
@@ -33,6 +35,14 @@ impl fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HandshakeError::Name(host) => write!(f, "{host:?} is not a name TLS can verify"),
+            HandshakeError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                f.write_str("TLS handshake failed: the broker did not answer in time")
+            }
             HandshakeError::Io(e) => write!(f, "TLS handshake failed: {e}"),
             HandshakeError::Tls(e @ rustls::Error::InvalidCertificate(_)) => write!(
                 f,
@@ -120,14 +130,18 @@ impl BrokerTls {
     }
 }
 
+/// How long a write waits for the socket to take the rest of what it encrypted.
+const SEND_WAIT: Duration = Duration::from_secs(1);
+
 /// A TLS session over a non-blocking socket, as amiquip's I/O thread uses a socket: it reads
 /// until `WouldBlock` on each readable event and writes while it has bytes to send.
 ///
 /// amiquip asks to hear of writability only while it holds unsent bytes. So `write` first
 /// sends what an earlier call left encrypted in rustls, and answers `WouldBlock` (amiquip keeps
-/// its bytes and waits for the socket) until that is out. Ciphertext that the socket refuses
-/// after a write has been taken goes out on the next read or write, which a heartbeat brings
-/// within one interval; the socket only refuses when the broker has stopped reading.
+/// its bytes and waits for the socket) until that is out. Once it has taken and encrypted new
+/// bytes, it waits for the socket (at most `SEND_WAIT`) until they are all out, since amiquip
+/// may have nothing more to write that would push them. A broker that reads nothing for that
+/// long gets the rest with the next read or write.
 pub struct TlsStream {
     tls: ClientConnection,
     socket: mio::net::TcpStream,
@@ -165,9 +179,11 @@ impl Read for TlsStream {
             if self.tls.read_tls(&mut self.socket)? == 0 {
                 return Ok(0);
             }
-            self.tls
-                .process_new_packets()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if let Err(e) = self.tls.process_new_packets() {
+                // The alert rustls prepared tells the broker why, if the socket takes it.
+                let _ = self.try_send_pending();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
             // Answers rustls owes the broker (a key update, an alert) go out with the next call.
             self.try_send_pending()?;
         }
@@ -178,8 +194,18 @@ impl Write for TlsStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.send_pending()?;
         let taken = self.tls.writer().write(buf)?;
-        self.try_send_pending()?;
-        Ok(taken)
+        let deadline = Instant::now() + SEND_WAIT;
+        loop {
+            match self.send_pending() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(taken),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !sys::wait_writable(self.socket.as_raw_fd(), left) {
+                return Ok(taken);
+            }
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

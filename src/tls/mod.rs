@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub enum TlsError {
     /// A certificate or key file could not be read.
     Read(PathBuf, std::io::Error),
-    /// A file holds no PEM certificate.
+    /// A file holds no PEM certificate, or one that is not valid PEM.
     NoCertificate(PathBuf),
     /// A file holds no PEM private key (PKCS#8, PKCS#1 or SEC1).
     NoKey(PathBuf),
@@ -38,7 +38,11 @@ impl fmt::Display for TlsError {
         match self {
             TlsError::Read(path, e) => write!(f, "cannot read {}: {e}", path.display()),
             TlsError::NoCertificate(path) => {
-                write!(f, "{} holds no PEM certificate", path.display())
+                write!(
+                    f,
+                    "{} holds no PEM certificate, or a broken one",
+                    path.display()
+                )
             }
             TlsError::NoKey(path) => write!(
                 f,
@@ -66,9 +70,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 /// Every certificate in a PEM file, in order (a server's own first, then its chain).
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
+    // A broken certificate in a chain is refused, not skipped: the chain served would be short.
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| TlsError::NoCertificate(path.to_path_buf()))?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate(path.to_path_buf()));
     }
@@ -98,6 +103,9 @@ pub fn roots(ca: Option<&Path>) -> Result<(RootCertStore, &'static str), TlsErro
         return Ok((store, "the configured CA file"));
     }
     let system = rustls_native_certs::load_native_certs();
+    for error in &system.errors {
+        log::warn!("reading the system's certificate store: {error}");
+    }
     let (added, _) = store.add_parsable_certificates(system.certs);
     if added > 0 {
         return Ok((store, "the system's certificate store"));
