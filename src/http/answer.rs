@@ -126,6 +126,19 @@ impl Responder {
         self.send(client, refusal.status(), &extra, b"");
     }
 
+    /// `refuse` for a connection whose request has not arrived yet: it is taken for an
+    /// EventSource (what this server's clients are), so that a browser comes back.
+    pub fn refuse_unread(&self, client: &mut Client, refusal: Refusal) {
+        match (self.retry_refusals, refusal.retry_after()) {
+            (true, Some(seconds)) => {
+                warn!("refused a connection from {}: {refusal}", client.peer);
+                self.metrics.refused(refusal);
+                self.come_back_later(client, refusal, seconds);
+            }
+            _ => self.refuse(client, None, refusal),
+        }
+    }
+
     /// An event stream that only tells the client when to come back, and why.
     fn come_back_later(&self, client: &mut Client, refusal: Refusal, seconds: u32) {
         let mut bytes = self.stream_head.clone();

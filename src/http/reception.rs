@@ -5,6 +5,7 @@
 use crate::http::client::NotTls;
 use crate::http::head::{self, HttpError, RequestHead};
 use crate::http::{Client, Responder};
+use crate::refusal::Refusal;
 use crossbeam_channel::Receiver;
 use log::debug;
 use mio::unix::EventedFd;
@@ -14,8 +15,8 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connections waiting for their request head, at most; more are closed at once.
-const MAX_PENDING: usize = 8192;
+/// Connections waiting for their request head, at least; `start` is given the number.
+pub const MIN_PENDING: usize = 8192;
 const WAKE: Token = Token(0);
 
 /// A connection whose request head has been read.
@@ -49,6 +50,7 @@ struct Pending {
 /// Starts reading heads; each complete request is passed to `deliver` on the reception thread.
 pub fn start(
     request_timeout: Duration,
+    max_pending: usize,
     responder: Arc<Responder>,
     mut deliver: impl FnMut(Request) + Send + 'static,
 ) -> std::io::Result<Reception> {
@@ -61,15 +63,25 @@ pub fn start(
         .stack_size(256 * 1024)
         .spawn(move || {
             let _keep = registration;
-            run(&poll, &arrivals, request_timeout, &responder, &mut deliver);
+            let limits = Limits {
+                request_timeout,
+                max_pending,
+            };
+            run(&poll, &arrivals, limits, &responder, &mut deliver);
         })?;
     Ok(Reception { connections, ring })
+}
+
+/// How long a head may take, and how many may be awaited at once.
+struct Limits {
+    request_timeout: Duration,
+    max_pending: usize,
 }
 
 fn run(
     poll: &Poll,
     arrivals: &Receiver<Client>,
-    request_timeout: Duration,
+    limits: Limits,
     responder: &Responder,
     deliver: &mut dyn FnMut(Request),
 ) {
@@ -122,12 +134,11 @@ fn run(
         loop {
             match arrivals.try_recv() {
                 Ok(client) => {
-                    if pending.len() >= MAX_PENDING || client.socket.set_nonblocking(true).is_err()
-                    {
-                        debug!(
-                            "{}: dropped, too many connections waiting for a request",
-                            client.peer
-                        );
+                    if client.socket.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if pending.len() >= limits.max_pending {
+                        answer_at_once(client, responder);
                         continue;
                     }
                     let token = Token(next_token);
@@ -150,7 +161,7 @@ fn run(
                         Pending {
                             client,
                             buffer: Vec::new(),
-                            deadline: Instant::now() + request_timeout,
+                            deadline: Instant::now() + limits.request_timeout,
                         },
                     );
                 }
@@ -200,6 +211,34 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
             }
             Err(e) => return Err(HttpError::Io(e)),
         }
+    }
+}
+
+/// A connection beyond `max_pending`: refused with what has arrived of its request (usually all
+/// of it). An EventSource, or a client whose request is not there yet, is told to come back.
+/// Over HTTPS nothing can be said before a handshake, and the connection is closed.
+fn answer_at_once(client: Client, responder: &Responder) {
+    let mut waiting = Pending {
+        client,
+        buffer: Vec::new(),
+        deadline: Instant::now(),
+    };
+    let head = match waiting.client.is_tls() {
+        true => None,
+        false => read_more(&mut waiting).ok().flatten(),
+    };
+    let mut client = waiting.client;
+    if client.is_tls() {
+        debug!("{}: closed, too many connections waiting", client.peer);
+        return;
+    }
+    let _ = client.socket.set_nonblocking(false);
+    let _ = client
+        .socket
+        .set_write_timeout(Some(Duration::from_secs(1)));
+    match head {
+        Some(head) => responder.refuse(&mut client, Some(&head), Refusal::TooManyWaiting),
+        None => responder.refuse_unread(&mut client, Refusal::TooManyWaiting),
     }
 }
 

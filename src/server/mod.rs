@@ -213,8 +213,12 @@ impl Server {
             Arc::clone(&routes),
             Arc::clone(&metrics),
         );
+        // Every stream's browser may come back at the same moment (a restart): their heads are
+        // awaited together.
+        let max_pending = reception::MIN_PENDING.max(config.server.workers.saturating_mul(2));
         let reception = reception::start(
             Duration::from_secs(config.server.request_timeout),
+            max_pending,
             responder,
             move |request| pool.dispatch(request),
         )
