@@ -150,3 +150,39 @@ pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
         // EINTR: wait again; EAGAIN: the timeout passed (checked at the top).
     }
 }
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does at start: each
+/// stream is a socket, and the default soft limit (1024) is below the default pool. Returns the
+/// limit in force afterwards, and what it was before.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    // SAFETY: getrlimit and setrlimit read and write the rlimit we own.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let before = limit.rlim_cur as u64;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok((limit.rlim_cur as u64, before))
+    }
+}
+
+/// The soft limit on this user's processes and threads (`RLIMIT_NPROC`); `None` when unlimited
+/// or unknown.
+pub fn threads_limit() -> Option<u64> {
+    // SAFETY: getrlimit writes the rlimit we own.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) != 0
+            || limit.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        Some(limit.rlim_cur as u64)
+    }
+}

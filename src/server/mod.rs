@@ -2,6 +2,7 @@
 //! reads its request head and passes the request to a worker of the bounded pool (`pool`); the
 //! worker answers it or serves it as a stream (`routes`).
 
+mod limits;
 mod pool;
 mod routes;
 mod settings;
@@ -216,6 +217,7 @@ impl Server {
         // Every stream's browser may come back at the same moment (a restart): their heads are
         // awaited together.
         let max_pending = reception::MIN_PENDING.max(config.server.workers.saturating_mul(2));
+        limits::check(config.server.workers, max_pending);
         let reception = reception::start(
             Duration::from_secs(config.server.request_timeout),
             max_pending,
