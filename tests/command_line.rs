@@ -51,7 +51,7 @@ fn dump_shows_defaults_files_and_environment_merged() {
 fn a_bad_config_stops_the_server_naming_file_key_and_line() {
     let dir = TempDir::new("cli");
     let file = dir.path.join("config.yml");
-    std::fs::write(&file, "server:\n  address: 127.0.0.1:0\nbroker:\n  node:\n    - amqp://app:hunter2@mq:5672/\n    - amqps://app:hunter2@mq/\n").unwrap();
+    std::fs::write(&file, "server:\n  address: 127.0.0.1:0\nbroker:\n  node:\n    - amqp://app:hunter2@mq:5672/\n    - amqp://app:hunter2@mq:56x2/\n").unwrap();
     let path = file.to_str().unwrap();
     let out = run_eventsourced(&["--config", path], &[]);
     assert!(!out.status.success());

@@ -57,14 +57,51 @@ pub fn unique(name: &str) -> String {
     )
 }
 
-/// Runs the server binary as a command (`-c`, `token`, a config that fails) and waits for it.
+/// Runs the server binary as a command (`-c`, `token`, a config that fails) and waits for it,
+/// at most `WAIT`: a command that does not end (a server that started) fails the test.
 pub fn run_eventsourced(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eventsourced"));
-    command.args(args).env_remove("RUST_LOG");
+    command
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         command.env(k, v);
     }
-    command.output().expect("run eventsourced")
+    let mut child = command.spawn().expect("run eventsourced");
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
+    let end = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for eventsourced") {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "eventsourced {args:?} did not exit within {WAIT:?}; stderr:\n{}",
+                text(&stderr.join().unwrap_or_default())
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }
 
 /// Output bytes as text, for messages and assertions.
