@@ -19,9 +19,11 @@ pub mod server;
 
 // The names the tests use; each test file takes only some of them.
 #[allow(unused_imports)]
-pub use amqp::{amqp_connection, amqp_connection_to, broker_port, broker_url, Amqp};
+pub use amqp::{
+    amqp_connection, amqp_connection_to, broker_port, broker_url, quorum_arguments, Amqp, QUORUM,
+};
 #[allow(unused_imports)]
-pub use client::{parse_event, read_many, request, Event, Response, Stream};
+pub use client::{open_at_once, parse_event, read_many, request, Event, Response, Stream};
 #[allow(unused_imports)]
 pub use faults::{
     broker_connection_ports, close_broker_connections_of, rabbitmqctl, OwnBroker, Relay,
