@@ -280,8 +280,8 @@ fn declare(
 }
 
 /// Waits until `name` has no consumer (the holder has handed its messages back), at most
-/// `TAKEOVER_WAIT`; with `instance`, first asks the other instances, through the broker, to let
-/// go of it.
+/// `TAKEOVER_WAIT`; with `instance`, asks the other instances, through the broker, to let go
+/// of it.
 fn no_consumer_left(
     channel: &Channel,
     calls: &Calls,
@@ -292,13 +292,18 @@ fn no_consumer_left(
         warn!("queue {name:?}: asking for a takeover failed: {e}");
         Refusal::BrokerFailed
     };
-    if let Some(instance) = instance {
-        calls
-            .during(|| control::ask_release(channel, instance, name))
-            .map_err(failed)?;
-    }
     let deadline = Instant::now() + TAKEOVER_WAIT;
+    let mut asked: Option<Instant> = None;
     loop {
+        // Again every `ASK_AGAIN`: the word is not confirmed, and may be lost with a node.
+        if let Some(instance) =
+            instance.filter(|_| asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN))
+        {
+            calls
+                .during(|| control::ask_release(channel, instance, name))
+                .map_err(failed)?;
+            asked = Some(Instant::now());
+        }
         if calls
             .during(|| queue::consumers(channel, name))
             .map_err(failed)?
