@@ -17,6 +17,13 @@ run: build
 test:
 	scripts/test
 
+.PHONY: test-cluster bench-failover
+
+## The cluster tests (tests/cluster.rs): several instances on a private three-node RabbitMQ
+## cluster started and stopped for the run (quorum queues, nodes killed while clients stream).
+test-cluster:
+	scripts/test-cluster
+
 ## The release server against a private broker, side by side with a raw AMQP consumer: one table.
 bench:
 	scripts/bench

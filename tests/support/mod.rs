@@ -6,6 +6,8 @@
 //! - [`client`]: one request and its answer; an SSE stream read as a browser reads it.
 //! - [`amqp`]: the test broker, a publisher and declarer on it.
 //! - [`numbered`]: messages `m1`, `m2`, … and the check that none went missing.
+//! - [`cluster`]: the three-node cluster of `make test-cluster`, a publisher and a client that
+//!   go on through the loss of a node.
 //! - [`faults`]: `rabbitmqctl`, a process's broker connections closed, a relay that goes silent.
 
 // Each test file uses only some of the helpers.
@@ -13,6 +15,7 @@
 
 pub mod amqp;
 pub mod client;
+pub mod cluster;
 pub mod faults;
 pub mod numbered;
 pub mod server;
