@@ -24,6 +24,11 @@ test:
 test-cluster:
 	scripts/test-cluster
 
+## The failover figures on a private three-node cluster (ROUNDS=3): the pause clients see when
+## the node leading their queue, or the node their stream's connection is on, is SIGKILLed.
+bench-failover:
+	scripts/bench-failover
+
 ## The release server against a private broker, side by side with a raw AMQP consumer: one table.
 bench:
 	scripts/bench

@@ -108,6 +108,12 @@ fn the_queue_leaders_node_killed_while_a_client_streams() {
         followed.longest_pause,
         killed_at.map(|at| at.elapsed())
     );
+    eprintln!(
+        "failover: leader-loss longest_pause_ms={} client_connections={} publisher_retries={}",
+        followed.longest_pause.as_millis(),
+        followed.connections,
+        publisher.retries
+    );
     assert_exactly_once(
         "the queue's leader node killed",
         &published,
@@ -174,6 +180,11 @@ fn the_node_of_a_bridge_connection_killed_while_clients_stream() {
          {noticed:?}; longest pause a client saw {longest:?}",
         queues.len()
     );
+    eprintln!(
+        "failover: connection-node-loss noticed_ms={} longest_pause_ms={} streams_moved={streams_on_one}",
+        noticed.unwrap_or_default().as_millis(),
+        longest.unwrap_or_default().as_millis()
+    );
     for f in &followed {
         assert_exactly_once("a client on a node killed", &published, &f.received);
     }
@@ -188,8 +199,8 @@ fn the_node_of_a_bridge_connection_killed_while_clients_stream() {
         thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "node {one} restarted: connected again after {:?}",
-        back.elapsed()
+        "failover: node-back connected_again_ms={}",
+        back.elapsed().as_millis()
     );
     let before = server.log_text().matches(&on_one).count();
     let later: Vec<Stream> = (0..3)

@@ -7,7 +7,8 @@
 mod support;
 
 use support::{
-    assert_exactly_once, numbered, open_at_once, rabbitmqctl, unique, Amqp, Server, Stream, QUORUM,
+    assert_exactly_once, numbered, open_at_once, rabbitmqctl, unique, wait_for, Amqp, Server,
+    Stream, QUORUM, WAIT,
 };
 
 /// The consumers the broker lists for `queue`, each as its `active` column (`true`, `false`).
@@ -89,4 +90,22 @@ fn with_takeover_another_instance_serves_the_client_once_the_holder_let_go() {
     );
     assert!(old.closed_by_server(support::WAIT));
     assert_eq!(consumers_of(&queue), ["true"]);
+}
+
+#[test]
+fn a_quorum_queue_without_a_consumer_expires_and_so_does_its_lock() {
+    let server = Server::start(&[QUORUM, ("EVENTSOURCED_QUEUE_EXPIRES", "1")]).ready();
+    let queue = unique("quorum-expires");
+    let stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    assert_eq!(stream.status, 200);
+    server.wait_log("opened for");
+    let listed = || rabbitmqctl(&["list_queues", "name", "--no-table-headers"]);
+    let lock = eventsourced::amqp::holder::name(&queue);
+    assert!(listed().contains(&lock), "the lock is held while streaming");
+    stream.close();
+    server.wait_log("closed for");
+    wait_for("the queue and its lock to go", WAIT, || {
+        let names = listed();
+        !names.contains(&queue) && !names.contains(&lock)
+    });
 }
