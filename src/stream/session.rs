@@ -1,7 +1,8 @@
 //! One client's session: claim the queue, declare it (a quorum queue: take its lock first),
 //! consume it exclusively, write each delivery as an SSE frame, and hold what was written in the
-//! ack window until the client can be taken to have it (see `window`). Held deliveries return to the queue when the stream
-//! ends; the next connection skips those up to the client's `Last-Event-ID` (see `resume`).
+//! ack window until the client can be taken to have it (see `window`). Held deliveries return to
+//! the queue when the stream ends; the next connection skips those up to the client's
+//! `Last-Event-ID` (see `resume`).
 
 use crate::amqp::broker::{BrokerError, Calls, Lease};
 use crate::amqp::{control, holder, queue, Broker};
