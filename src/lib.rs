@@ -24,6 +24,7 @@ pub mod server;
 pub mod signals;
 pub mod stream;
 pub mod sys;
+pub mod tls;
 
 #[cfg(test)]
 mod property_tests;

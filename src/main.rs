@@ -74,9 +74,14 @@ fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
     let nodes: Vec<String> = config.broker.node.iter().map(ToString::to_string).collect();
     log::info!("broker nodes: {}", nodes.join(", "));
     let drain_for = std::time::Duration::from_secs(config.server.drain);
-    let server = server::Server::new(config);
-    let (draining, stopping) = (server.stopper(), server.stopper());
-    signals::on_stop(drain_for, move || draining.drain(), move || stopping.stop());
+    let server = server::Server::new(config)?;
+    let (draining, stopping, reloader) = (server.stopper(), server.stopper(), server.reloader());
+    signals::handle(signals::Handlers {
+        drain_for,
+        drain: Box::new(move || draining.drain()),
+        stop: Box::new(move || stopping.stop()),
+        reload: Box::new(move || reloader.reload()),
+    });
     server.run()?;
     Ok(())
 }

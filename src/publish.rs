@@ -42,6 +42,7 @@ pub enum PublishError {
         elapsed: Duration,
         last: String,
     },
+    Tls(crate::tls::TlsError),
 }
 
 impl fmt::Display for PublishError {
@@ -50,6 +51,7 @@ impl fmt::Display for PublishError {
             PublishError::NoBroker => f.write_str("broker.node lists no broker"),
             PublishError::Stdin(e) => write!(f, "cannot read the message from standard input: {e}"),
             PublishError::Refused { broker, message } => write!(f, "broker {broker}: {message}"),
+            PublishError::Tls(e) => write!(f, "broker.tls: {e}"),
             PublishError::NotConfirmed {
                 queue,
                 attempts,
@@ -130,6 +132,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         body: &body,
         properties,
     };
+    let dial = crate::server::dial(&config.broker).map_err(PublishError::Tls)?;
     let started = Instant::now();
     let mut node = 0;
     let mut connection: Option<Connection> = None;
@@ -140,11 +143,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         attempts += 1;
         let failure = match connection.as_mut() {
             Some(connection) => publish_once(connection, url, &message),
-            None => match crate::amqp::broker::connect(
-                url,
-                config.broker.heartbeat,
-                ConnectionTuning::default(),
-            ) {
+            None => match crate::amqp::broker::connect(url, &dial, ConnectionTuning::default()) {
                 Ok(opened) => publish_once(connection.insert(opened), url, &message),
                 Err(e) => Err(Failure::Connection(e)),
             },

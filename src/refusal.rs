@@ -28,6 +28,8 @@ pub enum Refusal {
     QueueHeld,
     /// Every worker is serving a stream.
     TooManyStreams,
+    /// So many connections are waiting for their request head that no more are read.
+    TooManyWaiting,
     /// SIGTERM with `server.drain`: open streams go on, new ones go elsewhere.
     Draining,
     /// No broker connection is up.
@@ -73,6 +75,7 @@ impl Refusal {
             Refusal::TokenTooLong => "auth: token valid for too long",
             Refusal::QueueTaken | Refusal::QueueHeld => "server: max consumers exceeded",
             Refusal::TooManyStreams => "server: too many streams",
+            Refusal::TooManyWaiting => "server: too many connections waiting",
             Refusal::Draining => "server: draining",
             Refusal::BrokerUnavailable => "broker: no connection available",
             Refusal::BrokerNotAnswering => "broker: not answering",
@@ -89,6 +92,7 @@ impl Refusal {
             self,
             Refusal::QueueHeld
                 | Refusal::TooManyStreams
+                | Refusal::TooManyWaiting
                 | Refusal::Draining
                 | Refusal::BrokerUnavailable
                 | Refusal::BrokerNotAnswering
@@ -111,7 +115,7 @@ impl Refusal {
     }
 
     /// Every refusal with a fixed label, for the metric's documentation and tests.
-    pub const ALL: [Refusal; 17] = [
+    pub const ALL: [Refusal; 18] = [
         Refusal::MissingParameter,
         Refusal::InvalidQueueName,
         Refusal::Wildcard,
@@ -122,6 +126,7 @@ impl Refusal {
         Refusal::QueueTaken,
         Refusal::QueueHeld,
         Refusal::TooManyStreams,
+        Refusal::TooManyWaiting,
         Refusal::Draining,
         Refusal::BrokerUnavailable,
         Refusal::BrokerNotAnswering,

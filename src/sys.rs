@@ -5,8 +5,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-/// The signals that stop the server.
-pub const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+/// The signals the signal thread waits for: two that stop the server, one that reloads.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Socket options of an accepted connection: a peer that vanished without a word (a partition)
 /// fails the next write once TCP has retried for `user_timeout`, and idle connections are
@@ -86,6 +86,19 @@ pub fn unacknowledged_bytes(socket: &TcpStream) -> u64 {
     }
 }
 
+/// Waits until `fd` can take more bytes, at most `within`; false when the time passed first.
+pub fn wait_writable(fd: std::os::fd::RawFd, within: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(within.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: poll reads and writes the one pollfd we own, for the count we pass.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    ready > 0
+}
+
 fn stop_signal_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before anything reads it.
     unsafe {
@@ -98,7 +111,7 @@ fn stop_signal_set() -> libc::sigset_t {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts later).
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and the threads it starts later).
 pub fn block_stop_signals() {
     let set = stop_signal_set();
     // SAFETY: changes only this thread's signal mask, from a set we own.
@@ -107,7 +120,7 @@ pub fn block_stop_signals() {
     }
 }
 
-/// The next SIGINT or SIGTERM; `None` when `within` passes first.
+/// The next SIGINT, SIGTERM or SIGHUP; `None` when `within` passes first.
 pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
     let set = stop_signal_set();
     let deadline = within.map(|d| Instant::now() + d);
@@ -135,5 +148,41 @@ pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
             return Some(signal);
         }
         // EINTR: wait again; EAGAIN: the timeout passed (checked at the top).
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does at start: each
+/// stream is a socket, and the default soft limit (1024) is below the default pool. Returns the
+/// limit in force afterwards, and what it was before.
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    // SAFETY: getrlimit and setrlimit read and write the rlimit we own.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let before = limit.rlim_cur as u64;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok((limit.rlim_cur as u64, before))
+    }
+}
+
+/// The soft limit on this user's processes and threads (`RLIMIT_NPROC`); `None` when unlimited
+/// or unknown.
+pub fn threads_limit() -> Option<u64> {
+    // SAFETY: getrlimit writes the rlimit we own.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) != 0
+            || limit.rlim_cur == libc::RLIM_INFINITY
+        {
+            return None;
+        }
+        Some(limit.rlim_cur as u64)
     }
 }

@@ -27,6 +27,7 @@ struct Browser {
     next_id: u64,
     session: Option<String>,
     _profile: TempDir,
+    _home: Option<TempDir>,
 }
 
 fn pipe() -> (RawFd, RawFd) {
@@ -39,9 +40,42 @@ fn pipe() -> (RawFd, RawFd) {
 
 impl Browser {
     fn launch() -> Option<Browser> {
-        let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())?;
+        Browser::launch_with(None)
+    }
+
+    /// Chromium that trusts the CA in `ca` as a system-wide one: in the NSS database of a home
+    /// of its own (`$HOME/.pki/nssdb`, where Chromium on Linux reads trusted roots).
+    fn launch_trusting(ca: &std::path::Path) -> Option<Browser> {
+        chromium()?;
+        let home = TempDir::new("chromium-home");
+        let db = format!("sql:{}", home.path.join(".pki/nssdb").display());
+        std::fs::create_dir_all(home.path.join(".pki/nssdb")).expect("an NSS directory");
+        let certutil = |args: &[&str]| {
+            let status = Command::new("certutil")
+                .args(args)
+                .status()
+                .expect("certutil (libnss3-tools; .ci/run installs it)");
+            assert!(status.success(), "certutil {args:?}");
+        };
+        certutil(&["-d", &db, "-N", "--empty-password"]);
+        let ca = ca.display().to_string();
+        certutil(&[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "eventsourced test CA",
+            "-i",
+            &ca,
+        ]);
+        Browser::launch_with(Some(home))
+    }
+
+    /// Chromium, with `home` as its HOME when given.
+    fn launch_with(home: Option<TempDir>) -> Option<Browser> {
+        let binary = chromium()?;
         let profile = TempDir::new("chromium");
         let (command_read, command_write) = pipe();
         let (reply_read, reply_write) = pipe();
@@ -82,6 +116,9 @@ impl Browser {
                 Ok(())
             });
         }
+        if let Some(home) = &home {
+            command.env("HOME", &home.path);
+        }
         let child = command.spawn().ok()?;
         // SAFETY: each fd is ours, open, and owned from here on by exactly one File.
         let (commands, replies) = unsafe {
@@ -99,6 +136,7 @@ impl Browser {
             next_id: 1,
             session: None,
             _profile: profile,
+            _home: home,
         })
     }
 
@@ -172,6 +210,13 @@ impl Drop for Browser {
     }
 }
 
+/// Debian's Chromium, where it is installed.
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
 /// The string value of the first `"field":"…"` in a JSON text.
 fn string_field(json: &str, field: &str) -> Option<String> {
     let start = json.find(&format!("\"{field}\":\""))? + field.len() + 4;
@@ -229,6 +274,59 @@ fn the_example_page_receives_and_reconnects_after_a_restart() {
         browser.text("document.getElementById('status').dataset.state"),
         "open"
     );
+}
+
+#[test]
+fn the_example_page_streams_over_https_and_comes_back_after_a_restart() {
+    let Some((certs, _)) = support::tls_setup() else {
+        eprintln!(
+            "browser over HTTPS: SKIPPED, no test certificates (run it through scripts/test)"
+        );
+        return;
+    };
+    // Chromium trusts the test CA, and checks the server's chain and name against it.
+    let Some(mut browser) = Browser::launch_trusting(&certs.join("ca.pem")) else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let port = support::closed_port();
+    let address = format!("127.0.0.1:{port}");
+    let (cert, key) = (
+        certs.join("server.pem").display().to_string(),
+        certs.join("server.key").display().to_string(),
+    );
+    let settings = [
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_SERVER_TLS_CERT", cert.as_str()),
+        ("EVENTSOURCED_SERVER_TLS_KEY", key.as_str()),
+        ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
+        ("EVENTSOURCED_SERVER_RETRY", "300"),
+    ];
+    let mut server = Server::start(&settings).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("browser-https");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/browser.html");
+    browser.open(&format!(
+        "file://{page}?server=https://localhost:{port}&id={queue}&start"
+    ));
+    wait_for("the first messages in the page", support::WAIT, || {
+        browser.events() == numbered(1, 3)
+    });
+    assert_eq!(page_state(&mut browser), "open");
+    server.wait_log("stream ");
+    let (status, _) = server.stop_with(libc::SIGTERM);
+    assert!(status.success());
+    amqp.publish_all(&queue, &numbered(4, 6));
+    let _server = Server::start(&settings).ready();
+    wait_for(
+        "the page to reconnect over HTTPS and catch up",
+        Duration::from_secs(30),
+        || browser.events().len() >= 6,
+    );
+    assert_eq!(browser.events(), numbered(1, 6));
+    assert_eq!(page_state(&mut browser), "open");
 }
 
 /// A free loopback address for a server the page will reach.

@@ -14,91 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::{
-    assert_none_missing, has_all, numbered, unique, wait_for, Amqp, OwnBroker, Server, Stream,
+    assert_none_missing, has_all, numbered, unique, wait_for, Amqp, OwnBroker, Reader, Server,
+    Stream,
 };
 
 /// The longest a fault test waits for its messages.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A client's view of one queue across reconnects.
-#[derive(Default)]
-struct Reader {
-    received: Vec<String>,
-    last_id: Option<String>,
-}
-
-impl Reader {
-    /// Reads from `stream` until it ends, `stop` holds, or `within` passes.
-    fn drain(&mut self, stream: &mut Stream, within: Duration, stop: impl Fn(&[String]) -> bool) {
-        let end = Instant::now() + within;
-        while !stop(&self.received) {
-            let left = end.saturating_duration_since(Instant::now());
-            match stream.next_event_within(left) {
-                Ok(Some(event)) => {
-                    self.received.push(event.data.unwrap_or_default());
-                    self.last_id = event.id.or(self.last_id.take());
-                }
-                Ok(None) | Err(()) => return,
-            }
-        }
-    }
-
-    /// Connects (again), as EventSource does, sending the last id it has.
-    fn connect(&self, addr: SocketAddr, queue: &str) -> Option<Stream> {
-        self.connect_with(addr, queue, || TcpStream::connect(addr))
-    }
-
-    fn connect_with(
-        &self,
-        addr: SocketAddr,
-        queue: &str,
-        connect: impl FnOnce() -> std::io::Result<TcpStream>,
-    ) -> Option<Stream> {
-        let headers: Vec<(&str, &str)> = self
-            .last_id
-            .iter()
-            .map(|id| ("Last-Event-ID", id.as_str()))
-            .collect();
-        Stream::try_open_with(connect, addr, &format!("/?id={queue}"), &headers)
-            .filter(|s| s.status == 200)
-    }
-
-    /// Reads with reconnects until every message of `expected` arrived or the deadline passed.
-    fn read_all(&mut self, addr: impl Fn() -> SocketAddr, queue: &str, expected: &[String]) {
-        let end = Instant::now() + DEADLINE;
-        while !has_all(&self.received, expected) && Instant::now() < end {
-            match self.connect(addr(), queue) {
-                Some(mut stream) => {
-                    let left = end.saturating_duration_since(Instant::now());
-                    self.drain(&mut stream, left, |got| has_all(got, expected));
-                }
-                // Refused or unreachable: EventSource waits a moment and tries again.
-                None => thread::sleep(Duration::from_millis(300)),
-            }
-        }
-    }
-}
-
 /// A client leaves (FIN or RST) in the middle of a stream; messages keep coming.
 fn client_leaves(fault: &str, reset: bool) {
     let server = Server::start(&[("EVENTSOURCED_SERVER_KEEPALIVE", "1")]).ready();
-    let amqp = Amqp::connect();
-    let queue = unique(&fault.replace(' ', "-"));
-    amqp.declare(&queue);
-    let published = numbered(1, 40);
-    amqp.publish_all(&queue, &published[..20]);
-    let mut reader = Reader::default();
-    let mut stream = reader.connect(server.addr, &queue).expect("a stream");
-    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 10);
-    if reset {
-        stream.reset();
-    } else {
-        stream.close();
-    }
-    amqp.publish_all(&queue, &published[20..]);
-    server.wait_log("client gone");
-    reader.read_all(|| server.addr, &queue, &published);
-    assert_none_missing(&format!("fault: {fault}"), &published, &reader.received);
+    support::leaving::client_leaves(&server, Reader::default(), fault, reset);
 }
 
 #[test]
@@ -118,62 +44,11 @@ fn client_stops_reading_then_vanishes() {
         ("EVENTSOURCED_SERVER_KEEPALIVE", "1"),
     ])
     .ready();
-    let amqp = Amqp::connect();
-    let queue = unique("stall");
-    amqp.declare(&queue);
-    let published = numbered(1, 400);
-    let filler = "x".repeat(1000);
-    for m in &published {
-        amqp.publish(&queue, &format!("{m} {filler}"));
-    }
-    let mut reader = Reader::default();
-    // A small receive buffer, so the stall reaches the server quickly.
-    let connect = || {
-        let socket = TcpStream::connect(server.addr)?;
-        set_receive_buffer(&socket, 4096);
-        Ok(socket)
-    };
-    let mut stream = reader
-        .connect_with(server.addr, &queue, connect)
-        .expect("a stream");
-    reader.drain(&mut stream, support::WAIT, |got| got.len() >= 5);
-    // Stops reading; the server's write times out and the stream ends.
-    server.wait_log("client gone");
-    drop(stream);
-    // Bodies are "m{n} xxx…": the number names the message.
-    let numbers = |got: &[String]| -> Vec<String> {
-        got.iter()
-            .map(|m| m.split(' ').next().unwrap_or_default().to_string())
-            .collect()
-    };
-    let end = Instant::now() + DEADLINE;
-    while !has_all(&numbers(&reader.received), &published) && Instant::now() < end {
-        if let Some(mut stream) = reader.connect(server.addr, &queue) {
-            reader.drain(&mut stream, Duration::from_secs(10), |got| {
-                has_all(&numbers(got), &published)
-            });
-        }
-    }
-    reader.received = numbers(&reader.received);
-    assert_none_missing(
-        "fault: client stalls, then vanishes",
-        &published,
-        &reader.received,
+    support::leaving::client_stops_reading_then_vanishes(
+        &server,
+        Reader::default(),
+        "client stalls, then vanishes",
     );
-}
-
-fn set_receive_buffer(socket: &TcpStream, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: setsockopt with a pointer to a live int of the size passed.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }
 
 #[test]

@@ -6,6 +6,7 @@ use crate::amqp::control;
 use crate::amqp::url::BrokerUrl;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
+use crate::tls::BrokerTls;
 use amiquip::ConsumerMessage;
 use amiquip::{
     Auth, Channel, Connection, ConnectionBlockedNotification, ConnectionOptions, ConnectionTuning,
@@ -64,7 +65,7 @@ impl BrokerError {
 pub struct Broker {
     nodes: Vec<Arc<Node>>,
     cursor: AtomicUsize,
-    heartbeat: u16,
+    dial: Dial,
     metrics: Arc<Metrics>,
     closing: AtomicBool,
     /// Dropped on shutdown, which wakes supervisors sleeping between dials.
@@ -159,7 +160,7 @@ impl Broker {
     /// asks this one to let go of.
     pub fn start(
         nodes: &[BrokerUrl],
-        heartbeat: u16,
+        dial: Dial,
         metrics: Arc<Metrics>,
         on_release: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Arc<Broker> {
@@ -176,7 +177,7 @@ impl Broker {
                 })
                 .collect(),
             cursor: AtomicUsize::new(0),
-            heartbeat,
+            dial,
             metrics,
             closing: AtomicBool::new(false),
             wake: Mutex::new(Some(wake)),
@@ -394,7 +395,7 @@ impl Broker {
         node: &Node,
     ) -> Result<(Arc<Link>, Receiver<ConnectionBlockedNotification>), String> {
         let tuning = ConnectionTuning::default().mem_channel_bound(MEM_CHANNEL_BOUND);
-        let mut connection = connect(&node.url, self.heartbeat, tuning)?;
+        let mut connection = connect(&node.url, &self.dial, tuning)?;
         // The sender of this channel lives in the connection's I/O thread: when the connection
         // dies for any reason, the receiver disconnects. That is our death notice.
         let blocked = connection
@@ -437,12 +438,21 @@ impl Broker {
     }
 }
 
+/// How connections to brokers are opened: the heartbeat asked for, and TLS for `amqps://` nodes.
+#[derive(Clone)]
+pub struct Dial {
+    pub heartbeat: u16,
+    /// Set when any node is `amqps://`.
+    pub tls: Option<BrokerTls>,
+}
+
 /// Opens an AMQP connection to `url`: TCP with a connect timeout and `TCP_NODELAY` (amiquip's
 /// own dialling leaves Nagle on, which costs a delayed-ACK wait, about 40 ms, on each
-/// synchronous AMQP method), then the handshake. Errors never carry the password.
+/// synchronous AMQP method), TLS for `amqps://`, then the AMQP handshake. Errors never carry
+/// the password.
 pub fn connect(
     url: &BrokerUrl,
-    heartbeat: u16,
+    dial: &Dial,
     tuning: ConnectionTuning,
 ) -> Result<Connection, String> {
     let timeout = Duration::from_millis(
@@ -462,12 +472,13 @@ pub fn connect(
             }
         };
         let _ = socket.set_nodelay(true);
-        let socket = mio::net::TcpStream::from_stream(socket).map_err(|e| e.to_string())?;
         let mut options = ConnectionOptions::<Auth>::default()
             .virtual_host(url.vhost())
-            .heartbeat(url.option("heartbeat").map_or(heartbeat, |h| h as u16))
+            .heartbeat(url.option("heartbeat").map_or(dial.heartbeat, |h| h as u16))
             .connection_timeout(Some(timeout));
-        if let Some((username, password)) = url.credentials() {
+        if url.external_auth() {
+            options = options.auth(Auth::External);
+        } else if let Some((username, password)) = url.credentials() {
             options = options.auth(Auth::Plain {
                 username: username.to_string(),
                 password: password.to_string(),
@@ -476,8 +487,20 @@ pub fn connect(
         if let Some(channel_max) = url.option("channel_max") {
             options = options.channel_max(channel_max as u16);
         }
-        return Connection::insecure_open_stream(socket, options, tuning)
-            .map_err(|e| url.scrub(&e.to_string()));
+        let opened = if url.tls() {
+            let tls = dial
+                .tls
+                .as_ref()
+                .ok_or_else(|| format!("{}: TLS is not set up", url.address()))?;
+            let stream = tls
+                .handshake(socket, url.host(), timeout)
+                .map_err(|e| format!("{}: {e}", url.address()))?;
+            Connection::insecure_open_stream(stream, options, tuning)
+        } else {
+            let socket = mio::net::TcpStream::from_stream(socket).map_err(|e| e.to_string())?;
+            Connection::insecure_open_stream(socket, options, tuning)
+        };
+        return opened.map_err(|e| url.scrub(&e.to_string()));
     }
     Err(last)
 }

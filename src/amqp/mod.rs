@@ -6,5 +6,5 @@ pub mod holder;
 pub mod queue;
 pub mod url;
 
-pub use broker::Broker;
+pub use broker::{Broker, Dial};
 pub use url::BrokerUrl;

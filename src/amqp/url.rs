@@ -3,10 +3,14 @@
 
 use std::fmt;
 
-/// An `amqp://user:password@host:port/vhost?options` URL that amiquip will accept.
+/// An `amqp://` or `amqps://user:password@host:port/vhost?options` URL that amiquip will accept.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     raw: String,
+    /// `amqps://`: TLS, with the broker's certificate checked against `host`.
+    tls: bool,
+    /// `auth_mechanism=external`: the client certificate authenticates, not a password.
+    external: bool,
     host: String,
     port: u16,
     has_password: bool,
@@ -22,7 +26,7 @@ pub struct BrokerUrl {
 /// a mistyped URL may have its password anywhere, and the message must not show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlError {
-    /// A scheme other than `amqp`.
+    /// A scheme other than `amqp` and `amqps`.
     Scheme(String),
     /// Nothing that reads as `scheme://`.
     NoScheme,
@@ -38,6 +42,8 @@ pub enum UrlError {
     OptionValue(&'static str),
     /// A broken `%XX` escape in the user, password or vhost.
     Encoding,
+    /// `auth_mechanism=external` on `amqp://`: a client certificate needs TLS.
+    ExternalWithoutTls,
 }
 
 /// What to check when a part looks wrong: characters that end a part early.
@@ -46,11 +52,10 @@ const ENCODE_HINT: &str = "a '/', '?', '@' or '%' in the user or password must b
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UrlError::Scheme(s) => write!(
-                f,
-                "scheme {s:?} is not supported: use amqp:// (terminate TLS in front of the broker)"
-            ),
-            UrlError::NoScheme => f.write_str("the URL must start with amqp://"),
+            UrlError::Scheme(s) => {
+                write!(f, "scheme {s:?} is not supported: use amqp:// or amqps://")
+            }
+            UrlError::NoScheme => f.write_str("the URL must start with amqp:// or amqps://"),
             UrlError::MissingHost => write!(f, "the URL names no host ({ENCODE_HINT})"),
             UrlError::Port => write!(
                 f,
@@ -62,12 +67,19 @@ impl fmt::Display for UrlError {
             ),
             UrlError::UnknownOption => write!(
                 f,
-                "an option is not one of heartbeat, channel_max, connection_timeout ({ENCODE_HINT})"
+                "an option is not one of heartbeat, channel_max, connection_timeout, \
+                 auth_mechanism ({ENCODE_HINT})"
             ),
+            UrlError::OptionValue("auth_mechanism") => {
+                f.write_str("option auth_mechanism must be plain or external")
+            }
             UrlError::OptionValue(key) => write!(f, "option {key} needs a whole number in range"),
             UrlError::Encoding => {
                 f.write_str("a %-escape in the user, password or vhost is broken")
             }
+            UrlError::ExternalWithoutTls => f.write_str(
+                "auth_mechanism=external logs in with a client certificate, which needs amqps://",
+            ),
         }
     }
 }
@@ -77,8 +89,9 @@ impl std::error::Error for UrlError {}
 impl BrokerUrl {
     pub fn parse(raw: &str) -> Result<BrokerUrl, UrlError> {
         let raw = raw.trim();
-        let rest = match raw.split_once("://") {
-            Some(("amqp", rest)) => rest,
+        let (tls, rest) = match raw.split_once("://") {
+            Some(("amqp", rest)) => (false, rest),
+            Some(("amqps", rest)) => (true, rest),
             Some((scheme, _)) if is_scheme(scheme) => {
                 return Err(UrlError::Scheme(scheme.to_string()))
             }
@@ -99,13 +112,22 @@ impl BrokerUrl {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
-        let (host, port) = split_host_port(hostport)?;
+        let (host, port) = split_host_port(hostport, if tls { 5671 } else { 5672 })?;
         if host.is_empty() {
             return Err(UrlError::MissingHost);
         }
         let mut options = Vec::new();
+        let mut external = false;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if key == "auth_mechanism" {
+                external = match value.to_ascii_lowercase().as_str() {
+                    "plain" => false,
+                    "external" => true,
+                    _ => return Err(UrlError::OptionValue("auth_mechanism")),
+                };
+                continue;
+            }
             let (key, limit) = match key {
                 "heartbeat" => ("heartbeat", u64::from(u16::MAX)),
                 "channel_max" => ("channel_max", u64::from(u16::MAX)),
@@ -116,6 +138,9 @@ impl BrokerUrl {
                 Ok(n) if n <= limit => options.push((key.to_string(), n)),
                 _ => return Err(UrlError::OptionValue(key)),
             }
+        }
+        if external && !tls {
+            return Err(UrlError::ExternalWithoutTls);
         }
         let decode = |text: &str| {
             crate::http::query::percent_decode(text)
@@ -135,6 +160,8 @@ impl BrokerUrl {
         };
         Ok(BrokerUrl {
             raw: raw.to_string(),
+            tls,
+            external,
             host: host.to_string(),
             port,
             has_password: userinfo.is_some_and(|u| u.contains(':')),
@@ -173,6 +200,16 @@ impl BrokerUrl {
         }
     }
 
+    /// Whether the URL is `amqps://`.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the client certificate authenticates (`auth_mechanism=external`).
+    pub fn external_auth(&self) -> bool {
+        self.external
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }
@@ -207,7 +244,7 @@ fn is_scheme(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
+fn split_host_port(hostport: &str, default_port: u16) -> Result<(&str, u16), UrlError> {
     let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
         match rest.split_once(']') {
             Some((h, p)) => (h, p.strip_prefix(':')),
@@ -220,7 +257,7 @@ fn split_host_port(hostport: &str) -> Result<(&str, u16), UrlError> {
         }
     };
     let port = match port {
-        None | Some("") => 5672,
+        None | Some("") => default_port,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
             _ => return Err(UrlError::Port),
@@ -273,11 +310,30 @@ mod tests {
     }
 
     #[test]
+    fn amqps_defaults_to_port_5671_and_may_authenticate_by_certificate() {
+        let url = BrokerUrl::parse("amqps://u:secret@broker.example/vh").unwrap();
+        assert!(url.tls());
+        assert_eq!(url.address(), "broker.example:5671");
+        assert_eq!(url.to_string(), "amqps://u:***@broker.example/vh");
+        assert!(!url.external_auth());
+        let url = BrokerUrl::parse("amqps://broker:5673/?auth_mechanism=external").unwrap();
+        assert_eq!(url.address(), "broker:5673");
+        assert!(url.external_auth());
+        assert!(!BrokerUrl::parse("amqp://h/").unwrap().tls());
+        assert_eq!(
+            BrokerUrl::parse("amqp://h/?auth_mechanism=external"),
+            Err(UrlError::ExternalWithoutTls)
+        );
+        assert_eq!(
+            BrokerUrl::parse("amqps://h/?auth_mechanism=kerberos")
+                .unwrap_err()
+                .to_string(),
+            "option auth_mechanism must be plain or external"
+        );
+    }
+
+    #[test]
     fn refuses_what_amiquip_would_refuse_later() {
-        assert!(matches!(
-            BrokerUrl::parse("amqps://h/"),
-            Err(UrlError::Scheme(_))
-        ));
         assert!(matches!(
             BrokerUrl::parse("http://h/"),
             Err(UrlError::Scheme(_))

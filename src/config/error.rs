@@ -27,6 +27,11 @@ pub enum ConfigError {
     PreviousWithoutSecret { sources: String },
     /// With `auth.secret`, a binding uses request values that the signed queue name does not fix.
     UnsignedBinding { key: String, pattern: String },
+    /// Only one of a certificate and its key is set (`section` is `server.tls` or `broker.tls`).
+    HalfTls {
+        section: &'static str,
+        sources: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -51,6 +56,10 @@ impl fmt::Display for ConfigError {
                 "{key}: with auth.secret set, a binding may only use the one placeholder of \
                  queue.pattern ({pattern:?}), whose value the signed queue name fixes; other \
                  request values would let a valid token widen the binding"
+            ),
+            ConfigError::HalfTls { section, sources } => write!(
+                f,
+                "{sources}: {section}: cert and key go together: set both, or neither"
             ),
             ConfigError::QosTooLarge {
                 prefetch,

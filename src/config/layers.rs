@@ -71,10 +71,11 @@ impl Layer {
             if value.is_null() {
                 continue;
             }
-            let written = Value::from(Mapping::from_iter([(
-                Value::from(key.section),
-                Value::from(Mapping::from_iter([(Value::from(key.key), value)])),
-            )]));
+            // `tls.cert` is `tls: {cert: …}`.
+            let nested = key.key.rsplit('.').fold(value, |inner, part| {
+                Value::from(Mapping::from_iter([(Value::from(part), inner)]))
+            });
+            let written = Value::from(Mapping::from_iter([(Value::from(key.section), nested)]));
             let checked: Config = serde_yaml::from_value(written.clone()).map_err(invalid)?;
             layers.push(Layer::new(source, written, &checked)?);
         }
@@ -215,6 +216,10 @@ pub struct EnvironmentKey {
     pub reading: Reading,
 }
 
+/// Sections within sections, whose keys get variables of their own
+/// (`EVENTSOURCED_SERVER_TLS_CERT` for `server.tls.cert`).
+const SUBSECTIONS: &[(&str, &str)] = &[("server", "tls"), ("broker", "tls")];
+
 /// The keys whose variables are read with `Reading::CommaList`.
 const COMMA_LISTS: &[(&str, &str)] = &[("broker", "node")];
 
@@ -241,10 +246,22 @@ pub fn environment_keys() -> Vec<EnvironmentKey> {
         let (Some(section), Some(values)) = (section.as_str(), values.as_mapping()) else {
             continue;
         };
+        let mut flat = Vec::new();
         for (key, default) in values {
             let Some(key) = key.as_str() else {
                 continue;
             };
+            match default.as_mapping() {
+                Some(inner) if SUBSECTIONS.contains(&(section, key)) => {
+                    flat.extend(inner.iter().filter_map(|(sub, default)| {
+                        Some((format!("{key}.{}", sub.as_str()?), default))
+                    }));
+                }
+                _ => flat.push((key.to_string(), default)),
+            }
+        }
+        for (key, default) in flat {
+            let key = key.as_str();
             let reading = if COMMA_LISTS.contains(&(section, key)) {
                 Reading::CommaList
             } else if default.is_string() {
@@ -271,11 +288,11 @@ pub fn environment_keys() -> Vec<EnvironmentKey> {
     keys
 }
 
-/// `EVENTSOURCED_<SECTION>_<KEY>`.
+/// `EVENTSOURCED_<SECTION>_<KEY>`; a key within a subsection, `tls.cert`, is `TLS_CERT`.
 pub fn environment_variable(section: &str, key: &str) -> String {
     format!(
         "EVENTSOURCED_{}_{}",
         section.to_uppercase(),
-        key.to_uppercase()
+        key.to_uppercase().replace('.', "_")
     )
 }

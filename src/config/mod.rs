@@ -86,6 +86,27 @@ pub struct ServerConfig {
     pub admin_address: String,
     /// Request parameters whose values never reach a log line (signed URLs' `token`).
     pub redact: Vec<String>,
+    /// HTTPS on `address` when a certificate and key are given.
+    #[serde(deserialize_with = "values::section")]
+    pub tls: ListenerTlsConfig,
+}
+
+/// The HTTPS listener's PEM files, re-read on SIGHUP; both empty: plain HTTP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// The certificate, then its chain.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+}
+
+impl ListenerTlsConfig {
+    /// The two files, when both are set.
+    pub fn files(&self) -> Option<(PathBuf, PathBuf)> {
+        (!self.cert.is_empty() && !self.key.is_empty())
+            .then(|| (PathBuf::from(&self.cert), PathBuf::from(&self.key)))
+    }
 }
 
 impl Default for ServerConfig {
@@ -104,6 +125,7 @@ impl Default for ServerConfig {
             drain: 0,
             admin_address: String::new(),
             redact: vec!["token".into()],
+            tls: ListenerTlsConfig::default(),
         }
     }
 }
@@ -114,6 +136,41 @@ pub struct BrokerConfig {
     pub node: Vec<BrokerUrl>,
     /// AMQP heartbeat in seconds; a silent broker is declared dead after two of them.
     pub heartbeat: u16,
+    /// For `amqps://` nodes: what their certificates are checked against, and this client's
+    /// own certificate.
+    #[serde(deserialize_with = "values::section")]
+    pub tls: BrokerTlsConfig,
+}
+
+/// PEM files for `amqps://` nodes; empty: not set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerTlsConfig {
+    /// The only CA a broker's certificate may lead to; empty: the system's store, else the
+    /// built-in Mozilla roots.
+    pub ca: String,
+    /// A client certificate, for brokers that ask for one (`auth_mechanism=external`).
+    pub cert: String,
+    /// The client certificate's private key.
+    pub key: String,
+}
+
+impl BrokerTlsConfig {
+    fn path(value: &str) -> Option<PathBuf> {
+        (!value.is_empty()).then(|| PathBuf::from(value))
+    }
+
+    pub fn ca(&self) -> Option<PathBuf> {
+        Self::path(&self.ca)
+    }
+
+    pub fn cert(&self) -> Option<PathBuf> {
+        Self::path(&self.cert)
+    }
+
+    pub fn key(&self) -> Option<PathBuf> {
+        Self::path(&self.key)
+    }
 }
 
 impl Default for BrokerConfig {
@@ -124,6 +181,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             node: vec![local.clone(), local],
             heartbeat: 10,
+            tls: BrokerTlsConfig::default(),
         }
     }
 }
@@ -335,6 +393,19 @@ impl Config {
         if config.auth.key.is_some() {
             signed_bindings(&config.queue)?;
         }
+        let server_tls = &config.server.tls;
+        let broker_tls = &config.broker.tls;
+        for (section, cert, key) in [
+            ("server.tls", &server_tls.cert, &server_tls.key),
+            ("broker.tls", &broker_tls.cert, &broker_tls.key),
+        ] {
+            if cert.is_empty() != key.is_empty() {
+                return Err(ConfigError::HalfTls {
+                    section,
+                    sources: joined,
+                });
+            }
+        }
         let (prefetch, replay_window) = (config.queue.prefetch, config.queue.replay_window);
         if prefetch.checked_add(replay_window).is_none() {
             return Err(ConfigError::QosTooLarge {
@@ -520,12 +591,11 @@ mod tests {
 
     #[test]
     fn invalid_broker_urls_are_refused_without_their_password() {
-        let message = error_of(
-            "broker:\n  node:\n    - amqp://u:secret@h:5672/\n    - amqps://u:secret@h/\n",
-        );
+        let message =
+            error_of("broker:\n  node:\n    - amqp://u:secret@h:5672/\n    - http://u:secret@h/\n");
         assert!(message.contains("broker.node[1]"), "{message}");
         assert!(message.contains("line 4"), "{message}");
-        assert!(message.contains("amqps"), "{message}");
+        assert!(message.contains("\"http\""), "{message}");
         assert!(!message.contains("secret"), "{message}");
     }
 
@@ -688,11 +758,31 @@ mod tests {
         };
         let dump: Value = serde_yaml::from_str(&Config::default().to_yaml()).unwrap();
         for (section, values) in dump.as_mapping().unwrap() {
-            for key in values.as_mapping().unwrap().keys() {
+            for (key, value) in values.as_mapping().unwrap() {
                 let (section, key) = (section.as_str().unwrap(), key.as_str().unwrap());
+                if key == "tls" {
+                    for sub in value.as_mapping().unwrap().keys() {
+                        let key = format!("tls.{}", sub.as_str().unwrap());
+                        assert_eq!(reading(section, &key), Some(Reading::Text), "{key}");
+                    }
+                    continue;
+                }
                 assert!(reading(section, key).is_some(), "{section}.{key}");
             }
         }
+        let config = from_environment(&[
+            ("EVENTSOURCED_SERVER_TLS_CERT", "/etc/ssl/site.pem"),
+            ("EVENTSOURCED_SERVER_TLS_KEY", "/etc/ssl/site.key"),
+            ("EVENTSOURCED_BROKER_TLS_CA", "/etc/ssl/broker-ca.pem"),
+        ]);
+        assert_eq!(config.server.tls.cert, "/etc/ssl/site.pem");
+        assert_eq!(config.server.tls.key, "/etc/ssl/site.key");
+        assert_eq!(config.broker.tls.ca, "/etc/ssl/broker-ca.pem");
+        let half = environment_error(&[("EVENTSOURCED_BROKER_TLS_CERT", "/c.pem")]);
+        assert!(
+            half.contains("broker.tls: cert and key go together"),
+            "{half}"
+        );
         for text in [
             ("server", "address"),
             ("queue", "pattern"),
@@ -802,7 +892,7 @@ mod tests {
             "{message}"
         );
         let message =
-            environment_error(&[("EVENTSOURCED_BROKER_NODE", "amqp://h/,amqps://u:pw@h/")]);
+            environment_error(&[("EVENTSOURCED_BROKER_NODE", "amqp://h/,http://u:pw@h/")]);
         assert!(message.contains("EVENTSOURCED_BROKER_NODE"), "{message}");
         assert!(!message.contains("pw"), "{message}");
     }

@@ -4,24 +4,15 @@
 use crate::clock::UtcTime;
 use crate::http::head::{self, RequestHead};
 use crate::http::sse;
+use crate::http::Client;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use log::warn;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 /// How far the delay a refused EventSource client is given is moved at random, in percent.
 const RETRY_JITTER_PERCENT: u8 = 20;
-
-/// A client connection: the socket we own, who is on the other end, and which listener it came
-/// through.
-pub struct Client {
-    pub socket: TcpStream,
-    pub peer: SocketAddr,
-    /// True for a connection to `server.admin_address`.
-    pub admin: bool,
-}
 
 pub struct Responder {
     metrics: Arc<Metrics>,
@@ -85,7 +76,7 @@ impl Responder {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         headers.extend_from_slice(extra);
-        head::send_and_close(&mut client.socket, &head::answer(status, &headers, body));
+        client.send_and_close(&head::answer(status, &headers, body));
     }
 
     /// 204 to a CORS preflight.
@@ -135,6 +126,19 @@ impl Responder {
         self.send(client, refusal.status(), &extra, b"");
     }
 
+    /// `refuse` for a connection whose request has not arrived yet: it is taken for an
+    /// EventSource (what this server's clients are), so that a browser comes back.
+    pub fn refuse_unread(&self, client: &mut Client, refusal: Refusal) {
+        match (self.retry_refusals, refusal.retry_after()) {
+            (true, Some(seconds)) => {
+                warn!("refused a connection from {}: {refusal}", client.peer);
+                self.metrics.refused(refusal);
+                self.come_back_later(client, refusal, seconds);
+            }
+            _ => self.refuse(client, None, refusal),
+        }
+    }
+
     /// An event stream that only tells the client when to come back, and why.
     fn come_back_later(&self, client: &mut Client, refusal: Refusal, seconds: u32) {
         let mut bytes = self.stream_head.clone();
@@ -150,15 +154,12 @@ impl Responder {
         let millis = crate::random::jitter(f64::from(seconds) * 1000.0, RETRY_JITTER_PERCENT);
         sse::push_retry(&mut bytes, millis.round() as u32);
         sse::push_comment(&mut bytes, refusal.reason());
-        head::send_and_close(&mut client.socket, &bytes);
+        client.send_and_close(&bytes);
     }
 
     /// A plain document, such as `/metrics` or `/healthz`.
     pub fn document(&self, client: &mut Client, status: u16, content_type: &str, body: &str) {
         let ct = [("Content-Type", content_type)];
-        head::send_and_close(
-            &mut client.socket,
-            &head::answer(status, &ct, body.as_bytes()),
-        );
+        client.send_and_close(&head::answer(status, &ct, body.as_bytes()));
     }
 }

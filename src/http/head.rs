@@ -8,8 +8,6 @@ use crate::clock::UtcTime;
 use crate::http::query;
 use crate::refusal::Refusal;
 use std::fmt;
-use std::io::Write;
-use std::net::TcpStream;
 
 /// The largest request head we read; browsers send a few hundred bytes, cookies a few KiB.
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -97,6 +95,8 @@ pub enum HttpError {
     Timeout,
     /// The client closed before sending a whole head.
     Closed,
+    /// Plain HTTP on an HTTPS listener.
+    NotTls,
     Io(std::io::Error),
 }
 
@@ -107,6 +107,7 @@ impl HttpError {
             HttpError::TooLarge => Some(Refusal::HeadTooLarge),
             HttpError::Malformed(why) => Some(Refusal::Malformed(why)),
             HttpError::Timeout => Some(Refusal::HeadTimeout),
+            HttpError::NotTls => Some(Refusal::Malformed("this port speaks HTTPS")),
             HttpError::Closed | HttpError::Io(_) => None,
         }
     }
@@ -122,6 +123,7 @@ impl fmt::Display for HttpError {
             HttpError::Malformed(why) => f.write_str(why),
             HttpError::Timeout => f.write_str("request head not received in time"),
             HttpError::Closed => f.write_str("client closed before sending a request"),
+            HttpError::NotTls => f.write_str("plain HTTP sent to an HTTPS port"),
             HttpError::Io(e) => write!(f, "reading the request: {e}"),
         }
     }
@@ -252,17 +254,6 @@ pub fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     );
     out.extend_from_slice(body);
     out
-}
-
-/// Writes `bytes` and closes our side, so the client reads the answer and then EOF.
-pub fn send_and_close(socket: &mut TcpStream, bytes: &[u8]) {
-    if socket
-        .write_all(bytes)
-        .and_then(|()| socket.flush())
-        .is_ok()
-    {
-        let _ = socket.shutdown(std::net::Shutdown::Write);
-    }
 }
 
 fn status_text(status: u16) -> &'static str {

@@ -2,10 +2,12 @@
 //! answers that close the connection, and the bytes of an event stream.
 
 pub mod answer;
+pub mod client;
 pub mod head;
 pub mod query;
 pub mod reception;
 pub mod sse;
 
-pub use answer::{Client, Responder};
+pub use answer::Responder;
+pub use client::Client;
 pub use head::{HttpError, RequestHead};

@@ -2,20 +2,21 @@
 //! through mio), so that a client sending its request slowly holds no worker. A complete head
 //! goes to the pool; a head that is late, too large or not HTTP is answered and dropped.
 
+use crate::http::client::NotTls;
 use crate::http::head::{self, HttpError, RequestHead};
 use crate::http::{Client, Responder};
+use crate::refusal::Refusal;
 use crossbeam_channel::Receiver;
 use log::debug;
 use mio::unix::EventedFd;
 use mio::{Events, Poll, PollOpt, Ready, Registration, SetReadiness, Token};
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Connections waiting for their request head, at most; more are closed at once.
-const MAX_PENDING: usize = 8192;
+/// Connections waiting for their request head, at least; `start` is given the number.
+pub const MIN_PENDING: usize = 8192;
 const WAKE: Token = Token(0);
 
 /// A connection whose request head has been read.
@@ -49,6 +50,7 @@ struct Pending {
 /// Starts reading heads; each complete request is passed to `deliver` on the reception thread.
 pub fn start(
     request_timeout: Duration,
+    max_pending: usize,
     responder: Arc<Responder>,
     mut deliver: impl FnMut(Request) + Send + 'static,
 ) -> std::io::Result<Reception> {
@@ -61,15 +63,25 @@ pub fn start(
         .stack_size(256 * 1024)
         .spawn(move || {
             let _keep = registration;
-            run(&poll, &arrivals, request_timeout, &responder, &mut deliver);
+            let limits = Limits {
+                request_timeout,
+                max_pending,
+            };
+            run(&poll, &arrivals, limits, &responder, &mut deliver);
         })?;
     Ok(Reception { connections, ring })
+}
+
+/// How long a head may take, and how many may be awaited at once.
+struct Limits {
+    request_timeout: Duration,
+    max_pending: usize,
 }
 
 fn run(
     poll: &Poll,
     arrivals: &Receiver<Client>,
-    request_timeout: Duration,
+    limits: Limits,
     responder: &Responder,
     deliver: &mut dyn FnMut(Request),
 ) {
@@ -122,19 +134,24 @@ fn run(
         loop {
             match arrivals.try_recv() {
                 Ok(client) => {
-                    if pending.len() >= MAX_PENDING || client.socket.set_nonblocking(true).is_err()
-                    {
-                        debug!(
-                            "{}: dropped, too many connections waiting for a request",
-                            client.peer
-                        );
+                    if client.socket.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if pending.len() >= limits.max_pending {
+                        answer_at_once(client, responder);
                         continue;
                     }
                     let token = Token(next_token);
                     next_token = next_token.wrapping_add(1).max(1);
                     let fd = client.socket.as_raw_fd();
+                    // A TLS handshake writes too; its flights are small, but the socket may
+                    // refuse one.
+                    let interest = match client.is_tls() {
+                        true => Ready::readable() | Ready::writable(),
+                        false => Ready::readable(),
+                    };
                     if poll
-                        .register(&EventedFd(&fd), token, Ready::readable(), PollOpt::edge())
+                        .register(&EventedFd(&fd), token, interest, PollOpt::edge())
                         .is_err()
                     {
                         continue;
@@ -144,7 +161,7 @@ fn run(
                         Pending {
                             client,
                             buffer: Vec::new(),
-                            deadline: Instant::now() + request_timeout,
+                            deadline: Instant::now() + limits.request_timeout,
                         },
                     );
                 }
@@ -179,7 +196,7 @@ fn run(
 fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
     let mut chunk = [0u8; 4096];
     loop {
-        match waiting.client.socket.read(&mut chunk) {
+        match waiting.client.read_request(&mut chunk) {
             Ok(0) => return Err(HttpError::Closed),
             Ok(n) => {
                 waiting.buffer.extend_from_slice(&chunk[..n]);
@@ -189,13 +206,46 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.get_ref().is_some_and(|e| e.is::<NotTls>()) => {
+                return Err(HttpError::NotTls)
+            }
             Err(e) => return Err(HttpError::Io(e)),
         }
     }
 }
 
+/// A connection beyond `max_pending`: refused with what has arrived of its request (usually all
+/// of it). An EventSource, or a client whose request is not there yet, is told to come back.
+/// Over HTTPS nothing can be said before a handshake, and the connection is closed.
+fn answer_at_once(client: Client, responder: &Responder) {
+    let mut waiting = Pending {
+        client,
+        buffer: Vec::new(),
+        deadline: Instant::now(),
+    };
+    let head = match waiting.client.is_tls() {
+        true => None,
+        false => read_more(&mut waiting).ok().flatten(),
+    };
+    let mut client = waiting.client;
+    if client.is_tls() {
+        debug!("{}: closed, too many connections waiting", client.peer);
+        return;
+    }
+    let _ = client.socket.set_nonblocking(false);
+    let _ = client
+        .socket
+        .set_write_timeout(Some(Duration::from_secs(1)));
+    match head {
+        Some(head) => responder.refuse(&mut client, Some(&head), Refusal::TooManyWaiting),
+        None => responder.refuse_unread(&mut client, Refusal::TooManyWaiting),
+    }
+}
+
 fn turn_away(mut client: Client, error: &HttpError, responder: &Responder) {
     match error.refusal() {
+        // A TLS client still in its handshake cannot be answered in HTTP.
+        Some(_) if !client.can_answer() => debug!("{}: {error}", client.peer),
         Some(refusal) => {
             let _ = client.socket.set_nonblocking(false);
             let _ = client

@@ -2,9 +2,12 @@
 //! reads its request head and passes the request to a worker of the bounded pool (`pool`); the
 //! worker answers it or serves it as a stream (`routes`).
 
+mod limits;
 mod pool;
 mod routes;
 mod settings;
+
+pub use settings::dial;
 
 use crate::amqp::Broker;
 use crate::config::Config;
@@ -14,6 +17,7 @@ use crate::stream::hangup::HangupWatch;
 use crate::stream::registry::Registry;
 use crate::stream::{StreamContext, StreamSettings};
 use crate::sys;
+use crate::tls::{ListenerTls, TlsError};
 use log::{error, info, warn};
 use pool::Pool;
 use routes::Routes;
@@ -38,6 +42,8 @@ pub enum ServerError {
     Reception(std::io::Error),
     /// A thread the server needs (the hang-up watch) could not be started.
     Threads(std::io::Error),
+    /// A certificate or key in `server.tls` or `broker.tls` could not be used.
+    Tls(&'static str, TlsError),
 }
 
 impl fmt::Display for ServerError {
@@ -48,6 +54,7 @@ impl fmt::Display for ServerError {
             }
             ServerError::Reception(e) => write!(f, "cannot start reading requests: {e}"),
             ServerError::Threads(e) => write!(f, "cannot start watching streams: {e}"),
+            ServerError::Tls(section, e) => write!(f, "{section}: {e}"),
         }
     }
 }
@@ -87,30 +94,69 @@ pub struct Server {
     config: Config,
     stopper: Stopper,
     metrics: Arc<Metrics>,
+    /// The HTTPS listener's certificate, when `server.tls` is set.
+    https: Option<Arc<ListenerTls>>,
+}
+
+/// Handle to re-read what may change under a running server (the HTTPS certificate).
+pub struct Reloader {
+    https: Option<Arc<ListenerTls>>,
+}
+
+impl Reloader {
+    /// Re-reads `server.tls`; new connections get the new certificate, open streams keep theirs.
+    /// On an error the certificate in use stays, and the error is logged.
+    pub fn reload(&self) {
+        let Some(https) = &self.https else {
+            info!("nothing to reload: server.tls is not set");
+            return;
+        };
+        match https.reload() {
+            Ok(()) => info!(
+                "server.tls: reloaded {}; open streams keep the certificate they started with",
+                https.cert_path().display()
+            ),
+            Err(e) => error!("server.tls: {e}; still serving the certificate loaded before"),
+        }
+    }
 }
 
 impl Server {
-    pub fn new(config: Config) -> Server {
+    /// Reads what the server needs besides the config (the HTTPS certificate), so that a
+    /// mistake there is reported before anything starts.
+    pub fn new(config: Config) -> Result<Server, ServerError> {
         let metrics = Arc::new(Metrics::default());
-        Server {
+        let https = settings::listener_tls(&config)
+            .map_err(|e| ServerError::Tls("server.tls", e))?
+            .map(Arc::new);
+        Ok(Server {
             config,
+            https,
             stopper: Stopper {
                 stopping: Arc::new(AtomicBool::new(false)),
                 wake: Arc::new(Mutex::new(None)),
                 metrics: Arc::clone(&metrics),
             },
             metrics,
-        }
+        })
     }
 
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
     }
 
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            https: self.https.clone(),
+        }
+    }
+
     /// Serves until stopped, then ends every stream and closes the broker connections.
     pub fn run(self) -> Result<(), ServerError> {
         let started = Instant::now();
         let config = self.config;
+        let dial = settings::dial(&config.broker).map_err(|e| ServerError::Tls("broker.tls", e))?;
+        let https = self.https;
         let listener = bind(&config.server.address)?;
         let local = listener.local_addr().map_err(|error| ServerError::Bind {
             address: config.server.address.clone(),
@@ -138,7 +184,7 @@ impl Server {
             stream: StreamContext {
                 broker: Broker::start(
                     &config.broker.node,
-                    config.broker.heartbeat,
+                    dial,
                     Arc::clone(&metrics),
                     Box::new(move |queue| {
                         releasing.release(queue);
@@ -168,8 +214,13 @@ impl Server {
             Arc::clone(&routes),
             Arc::clone(&metrics),
         );
+        // Every stream's browser may come back at the same moment (a restart): their heads are
+        // awaited together.
+        let max_pending = reception::MIN_PENDING.max(config.server.workers.saturating_mul(2));
+        limits::check(config.server.workers, max_pending);
         let reception = reception::start(
             Duration::from_secs(config.server.request_timeout),
+            max_pending,
             responder,
             move |request| pool.dispatch(request),
         )
@@ -185,7 +236,8 @@ impl Server {
             info!("operational documents on {address} (404 on {local})");
         }
         info!(
-            "listening on {local} ({} workers at most, ready in {} ms)",
+            "listening on {local} ({}{} workers at most, ready in {} ms)",
+            if https.is_some() { "HTTPS, " } else { "" },
             config.server.workers,
             started.elapsed().as_millis()
         );
@@ -195,11 +247,16 @@ impl Server {
                 Ok(_) if self.stopper.stopping() => break,
                 Ok((socket, peer)) => {
                     tune(&socket, write_timeout);
-                    let client = Client {
-                        socket,
-                        peer,
-                        admin: false,
-                    };
+                    let mut client = Client::new(socket, peer, false);
+                    if let Some(https) = &https {
+                        match https.session() {
+                            Ok(session) => client = client.with_tls(session),
+                            Err(e) => {
+                                error!("{peer}: cannot start a TLS session: {e}");
+                                continue;
+                            }
+                        }
+                    }
                     if !reception.admit(client) {
                         error!("reception has stopped; stopping");
                         break;
@@ -248,11 +305,7 @@ fn accept_admin(
             match listener.accept() {
                 Ok((socket, peer)) => {
                     tune(&socket, write_timeout);
-                    let client = Client {
-                        socket,
-                        peer,
-                        admin: true,
-                    };
+                    let client = Client::new(socket, peer, true);
                     if !reception.admit(client) {
                         return;
                     }

@@ -1,11 +1,12 @@
 //! The one place the server's parts are built from the configuration: below `server/`, nothing
 //! reads `Config`.
 
-use crate::amqp::queue;
+use crate::amqp::{queue, Dial};
 use crate::auth::Signing;
-use crate::config::Config;
+use crate::config::{BrokerConfig, Config};
 use crate::stream::window::Bounds;
 use crate::stream::StreamSettings;
+use crate::tls::{BrokerTls, ListenerTls, TlsError};
 use std::time::Duration;
 
 impl From<&Config> for StreamSettings {
@@ -40,4 +41,42 @@ pub fn signing(config: &Config) -> Option<Signing> {
         keys: config.auth.keys(),
         max_ttl: (config.auth.max_ttl > 0).then_some(config.auth.max_ttl),
     })
+}
+
+/// How to open broker connections; reads the TLS files when any node is `amqps://`.
+pub fn dial(broker: &BrokerConfig) -> Result<Dial, TlsError> {
+    let tls = match broker.node.iter().any(|url| url.tls()) {
+        true => {
+            let tls = &broker.tls;
+            let tls = BrokerTls::new(
+                tls.ca().as_deref(),
+                tls.cert().as_deref(),
+                tls.key().as_deref(),
+            )?;
+            log::info!(
+                "amqps: broker certificates are checked against {}",
+                tls.roots()
+            );
+            Some(tls)
+        }
+        false => {
+            let tls = &broker.tls;
+            if !(tls.ca.is_empty() && tls.cert.is_empty() && tls.key.is_empty()) {
+                log::warn!("broker.tls is set but no broker.node is amqps://: it is not used");
+            }
+            None
+        }
+    };
+    Ok(Dial {
+        heartbeat: broker.heartbeat,
+        tls,
+    })
+}
+
+/// The HTTPS listener's certificate, when `server.tls` names one.
+pub fn listener_tls(config: &Config) -> Result<Option<ListenerTls>, TlsError> {
+    match config.server.tls.files() {
+        Some((cert, key)) => ListenerTls::new(&cert, &key).map(Some),
+        None => Ok(None),
+    }
 }

@@ -20,8 +20,6 @@ use crate::sys;
 use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, FieldTable};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -215,7 +213,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     let never = crossbeam_channel::never();
     let gone = watch.as_ref().map_or(&never, |w| &w.gone);
     let mut session = Session {
-        socket: &mut client.socket,
+        client: &mut client,
         consumer: &consumer,
         context,
         window: AckWindow::new(settings.window),
@@ -245,7 +243,9 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     // Only now may a takeover proceed: the messages are back in the queue.
     drop(claim);
     // The client sees the end of the stream, and its EventSource reconnects.
-    let _ = client.socket.shutdown(std::net::Shutdown::Both);
+    // A client that is gone (or stopped reading) is not sent TLS's goodbye: it would only wait
+    // out the write timeout again.
+    client.finish(std::net::Shutdown::Both, !matches!(end, End::ClientGone(_)));
     info!(
         "stream {queue:?} closed for {peer} after {:.1} s and {delivered} messages: {end}",
         started.elapsed().as_secs_f32()
@@ -363,11 +363,11 @@ fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
 }
 
 struct Session<'a> {
-    socket: &'a mut TcpStream,
+    client: &'a mut Client,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
     window: AckWindow<Delivery>,
-    /// Bytes written to the socket since the stream began.
+    /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
     out: Vec<u8>,
     delivered: u64,
@@ -536,6 +536,10 @@ impl Session<'_> {
         let sent = self.send(&frames);
         self.out = frames;
         sent.map_err(End::ClientGone)?;
+        // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
+        // every frame of the batch counts as received when the whole batch is.
+        let exact = !self.client.is_tls();
+        let batch_end = self.written - start;
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
@@ -551,7 +555,7 @@ impl Session<'_> {
                 delivery.routing_key = String::new();
                 let frame = end - previous;
                 previous = end;
-                (delivery, start + end, frame)
+                (delivery, start + if exact { end } else { batch_end }, frame)
             })
             .collect();
         self.window.hold_batch(held, Instant::now());
@@ -561,7 +565,7 @@ impl Session<'_> {
     /// The stream offset up to which the client's TCP has acknowledged our bytes.
     fn received(&self) -> u64 {
         self.written
-            .saturating_sub(sys::unacknowledged_bytes(self.socket))
+            .saturating_sub(sys::unacknowledged_bytes(&self.client.socket))
     }
 
     /// Acks what the window lets go of. (A client that closed its side is told by the hang-up
@@ -597,11 +601,9 @@ impl Session<'_> {
         self.send(&comment).map_err(End::ClientGone)
     }
 
-    /// The one place bytes go to the client: written, flushed, counted.
+    /// The one place bytes go to the client: written, counted.
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.socket.write_all(bytes)?;
-        self.socket.flush()?;
-        self.written += bytes.len() as u64;
+        self.written += self.client.send(bytes)?;
         self.context
             .metrics
             .bytes_written

@@ -34,7 +34,11 @@ pub fn amqp_connection_to(port: u16) -> Result<Connection, String> {
     let url = BrokerUrl::parse(&format!("amqp://guest:guest@127.0.0.1:{port}/"))
         .map_err(|e| e.to_string())?;
     // amiquip's own default heartbeat.
-    broker::connect(&url, 60, ConnectionTuning::default())
+    let dial = broker::Dial {
+        heartbeat: 60,
+        tls: None,
+    };
+    broker::connect(&url, &dial, ConnectionTuning::default())
 }
 
 /// `queue.arguments` for quorum queues, as the environment of a server gives them.

@@ -70,6 +70,8 @@ fn parse_head(head: &[u8]) -> (u16, Vec<(String, String)>) {
 /// An SSE client on a raw socket: the bytes it reads are exactly what a browser would get.
 pub struct Stream {
     socket: TcpStream,
+    /// The TLS session, for a stream over HTTPS.
+    tls: Option<rustls::ClientConnection>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     /// Body bytes read so far and not yet taken.
@@ -93,22 +95,47 @@ impl Stream {
         target: &str,
         headers: &[(&str, &str)],
     ) -> Option<Stream> {
-        let mut socket = connect().ok()?;
+        let socket = connect().ok()?;
+        Stream::try_open_on(socket, None, addr, target, headers)
+    }
+
+    /// Opens a stream over HTTPS on a socket made by `connect`, trusting only `ca` (a PEM
+    /// file) and checking the server's certificate against `name`.
+    pub fn try_open_tls(
+        connect: impl FnOnce() -> std::io::Result<TcpStream>,
+        addr: SocketAddr,
+        name: &str,
+        ca: &std::path::Path,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Stream> {
+        let socket = connect().ok()?;
+        Stream::try_open_on(socket, Some(tls_client(name, ca)), addr, target, headers)
+    }
+
+    fn try_open_on(
+        socket: TcpStream,
+        tls: Option<rustls::ClientConnection>,
+        addr: SocketAddr,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Stream> {
         let mut text =
             format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
         for (name, value) in headers {
             text.push_str(&format!("{name}: {value}\r\n"));
         }
         text.push_str("\r\n");
-        socket.write_all(text.as_bytes()).ok()?;
         let mut stream = Stream {
             socket,
+            tls,
             status: 0,
             headers: Vec::new(),
             pending: Vec::new(),
             body: Vec::new(),
             chunks: None,
         };
+        socket_write(&mut stream.socket, stream.tls.as_mut(), text.as_bytes()).ok()?;
         let end = Instant::now() + WAIT;
         let mut raw = Vec::new();
         let split = loop {
@@ -139,6 +166,12 @@ impl Stream {
         &self.socket
     }
 
+    /// The certificate the server presented, over HTTPS.
+    pub fn server_certificate(&self) -> Option<Vec<u8>> {
+        let certs = self.tls.as_ref()?.peer_certificates()?;
+        Some(certs.first()?.as_ref().to_vec())
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -163,7 +196,7 @@ impl Stream {
             .max(Duration::from_millis(1));
         self.socket.set_read_timeout(Some(left)).unwrap();
         let mut chunk = [0u8; 16 * 1024];
-        match self.socket.read(&mut chunk) {
+        match socket_read(&mut self.socket, self.tls.as_mut(), &mut chunk) {
             Ok(0) => Fill::Closed,
             Ok(n) => {
                 into.extend_from_slice(&chunk[..n]);
@@ -261,7 +294,7 @@ impl Stream {
                 .max(Duration::from_millis(1));
             self.socket.set_read_timeout(Some(left)).unwrap();
             let mut chunk = [0u8; 4096];
-            match self.socket.read(&mut chunk) {
+            match socket_read(&mut self.socket, self.tls.as_mut(), &mut chunk) {
                 Ok(0) => {
                     self.absorb(&rest);
                     return true;
@@ -302,6 +335,51 @@ impl Stream {
     pub fn close(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Reads from the socket, through TLS when the stream has a session.
+fn socket_read(
+    socket: &mut TcpStream,
+    tls: Option<&mut rustls::ClientConnection>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    match tls {
+        Some(tls) => rustls::Stream::new(tls, socket).read(buf),
+        None => socket.read(buf),
+    }
+}
+
+fn socket_write(
+    socket: &mut TcpStream,
+    tls: Option<&mut rustls::ClientConnection>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => {
+            let mut stream = rustls::Stream::new(tls, socket);
+            stream.write_all(bytes)?;
+            stream.flush()
+        }
+        None => socket.write_all(bytes),
+    }
+}
+
+/// A TLS client that trusts only the CA in `ca` and checks the server's name against `name`.
+pub fn tls_client(name: &str, ca: &std::path::Path) -> rustls::ClientConnection {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("the test CA") {
+        roots.add(cert.expect("a PEM certificate")).expect("a CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).expect("a server name");
+    rustls::ClientConnection::new(Arc::new(config), name).expect("a TLS client")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,5 +541,20 @@ impl Dechunker {
             }
         }
         out
+    }
+}
+
+/// Shrinks a socket's receive buffer, so that a client that stops reading is felt quickly.
+pub fn set_receive_buffer(socket: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a pointer to a live int of the size passed.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }

@@ -162,21 +162,29 @@ impl Drop for Relay {
 pub struct OwnBroker {
     dir: TempDir,
     pub port: u16,
+    /// `amqps://` on this port, with the certificates in `certs`, when started with TLS.
+    pub tls: Option<(u16, std::path::PathBuf)>,
 }
 
 impl OwnBroker {
     pub fn start() -> OwnBroker {
+        OwnBroker::start_with(None)
+    }
+
+    /// A broker with an `amqps://` listener too, using the certificates in `certs`
+    /// (`scripts/test-certs`).
+    pub fn start_tls(certs: &std::path::Path) -> OwnBroker {
+        OwnBroker::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&std::path::Path>) -> OwnBroker {
         let dir = TempDir::new("broker");
         let base = broker_port() + 7;
-        let port = (base..base + 50)
-            .find(|p| TcpStream::connect(("127.0.0.1", *p)).is_err())
-            .expect("a free port");
-        let broker = OwnBroker { dir, port };
-        broker.script(&[
-            "start",
-            &broker.dir.path.display().to_string(),
-            &port.to_string(),
-        ]);
+        let mut free = (base..base + 50).filter(|p| TcpStream::connect(("127.0.0.1", *p)).is_err());
+        let port = free.next().expect("a free port");
+        let tls = certs.map(|certs| (free.next().expect("a free port"), certs.to_path_buf()));
+        let broker = OwnBroker { dir, port, tls };
+        broker.start_again();
         broker
     }
 
@@ -200,11 +208,16 @@ impl OwnBroker {
 
     /// Starts the broker again after `stop`, on the same port with the same data.
     pub fn start_again(&self) {
-        self.script(&[
-            "start",
-            &self.dir.path.display().to_string(),
-            &self.port.to_string(),
-        ]);
+        let mut args = vec![
+            "start".to_string(),
+            self.dir.path.display().to_string(),
+            self.port.to_string(),
+        ];
+        if let Some((port, certs)) = &self.tls {
+            args.extend([port.to_string(), certs.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.script(&args);
     }
 
     pub fn url(&self) -> String {

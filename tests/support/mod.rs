@@ -17,7 +17,9 @@ pub mod amqp;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod leaving;
 pub mod numbered;
+pub mod reader;
 pub mod server;
 
 // The names the tests use; each test file takes only some of them.
@@ -26,13 +28,17 @@ pub use amqp::{
     amqp_connection, amqp_connection_to, broker_port, broker_url, quorum_arguments, Amqp, QUORUM,
 };
 #[allow(unused_imports)]
-pub use client::{open_at_once, parse_event, read_many, request, Event, Response, Stream};
+pub use client::{
+    open_at_once, parse_event, read_many, request, set_receive_buffer, Event, Response, Stream,
+};
 #[allow(unused_imports)]
 pub use faults::{
     broker_connection_ports, close_broker_connections_of, rabbitmqctl, OwnBroker, Relay,
 };
 #[allow(unused_imports)]
 pub use numbered::{assert_exactly_once, assert_none_missing, has_all, numbered};
+#[allow(unused_imports)]
+pub use reader::Reader;
 #[allow(unused_imports)]
 pub use server::Server;
 
@@ -113,4 +119,16 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// The certificates `scripts/test` made for this run (`scripts/test-certs`), and the port of the
+/// test broker's `amqps://` listener. `None` (and the test says it is skipped) outside
+/// `scripts/test`.
+pub fn tls_setup() -> Option<(std::path::PathBuf, u16)> {
+    let certs = std::env::var_os("EVENTSOURCED_TEST_CERTS")?;
+    let port = std::env::var("EVENTSOURCED_TEST_AMQPS_PORT")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((std::path::PathBuf::from(certs), port))
 }
