@@ -153,21 +153,31 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     if consumers > 0 {
         // A stream on another instance holds the queue (this one's was settled by the claim);
         // with the lock held here, a consumer still counted is one that is leaving.
+        let deadline = Instant::now() + TAKEOVER_WAIT;
         let taken = match (settings.conflict, single_active) {
             (Conflict::Reject, false) => Err(Refusal::QueueTaken),
-            (Conflict::Reject, true) => no_consumer_left(&channel, &lease.calls, queue, None)
-                .map_err(|refusal| {
-                    if refusal == Refusal::QueueHeld {
-                        Refusal::QueueTaken
-                    } else {
-                        refusal
-                    }
-                }),
+            (Conflict::Reject, true) => no_consumer_left(
+                &channel,
+                &lease.calls,
+                queue,
+                &settings.arguments,
+                None,
+                deadline,
+            )
+            .map_err(|refusal| {
+                if refusal == Refusal::QueueHeld {
+                    Refusal::QueueTaken
+                } else {
+                    refusal
+                }
+            }),
             (Conflict::Takeover, _) => no_consumer_left(
                 &channel,
                 &lease.calls,
                 queue,
+                &settings.arguments,
                 Some(context.broker.instance()),
+                deadline,
             ),
         };
         if let Err(refusal) = taken {
@@ -280,20 +290,22 @@ fn declare(
     Ok(consumers)
 }
 
-/// Waits until `name` has no consumer (the holder has handed its messages back), at most
-/// `TAKEOVER_WAIT`; with `instance`, asks the other instances, through the broker, to let go
-/// of it.
+/// Waits until `name` has no consumer (the holder has handed its messages back), at most until
+/// `deadline`; with `instance`, asks the other instances, through the broker, to let go of it.
+/// The queue is declared to count its consumers (with `arguments`, as every declaration): a
+/// request waiting for a lock may find it not declared yet.
 fn no_consumer_left(
     channel: &Channel,
     calls: &Calls,
     name: &str,
+    arguments: &FieldTable,
     instance: Option<&str>,
+    deadline: Instant,
 ) -> Result<(), Refusal> {
     let failed = |e: amiquip::Error| {
         warn!("queue {name:?}: asking for a takeover failed: {e}");
         Refusal::BrokerFailed
     };
-    let deadline = Instant::now() + TAKEOVER_WAIT;
     let mut asked: Option<Instant> = None;
     loop {
         // Again every `ASK_AGAIN`: the word is not confirmed, and may be lost with a node.
@@ -306,7 +318,7 @@ fn no_consumer_left(
             asked = Some(Instant::now());
         }
         if calls
-            .during(|| queue::consumers(channel, name))
+            .during(|| queue::declare(channel, name, arguments))
             .map_err(failed)?
             == 0
         {
@@ -321,8 +333,8 @@ fn no_consumer_left(
 
 /// Takes the lock of `name` (see `amqp::holder`) and returns the channel that holds it. When
 /// another instance holds it: `queue.conflict: reject` refuses; `takeover` asks the holder,
-/// through the broker, to let go (again every `ASK_AGAIN`, as a word may be lost with a node)
-/// and tries again until `TAKEOVER_WAIT` has passed.
+/// through the broker, to let go (again every `ASK_AGAIN`, as a word may be lost with a node),
+/// waits until the queue has no consumer, and tries again, until `TAKEOVER_WAIT` has passed.
 fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
     let unavailable = |e: BrokerError| {
         warn!("stream {name:?}: {e}");
@@ -347,17 +359,22 @@ fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
         if Instant::now() >= deadline {
             return Err(Refusal::QueueHeld);
         }
-        if asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN) {
-            let lease = context.broker.open_channel().map_err(unavailable)?;
-            lease
-                .calls
-                .during(|| control::ask_release(&lease.channel, context.broker.instance(), name))
-                .map_err(|e| {
-                    warn!("queue {name:?}: asking for a takeover failed: {e}");
-                    Refusal::BrokerFailed
-                })?;
+        // The holder lets go of the lock as its stream ends: wait for that on a channel that
+        // a taken lock does not close.
+        let ask = asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN);
+        if ask {
             asked = Some(Instant::now());
         }
+        let lease = context.broker.open_channel().map_err(unavailable)?;
+        let instance = ask.then(|| context.broker.instance());
+        no_consumer_left(
+            &lease.channel,
+            &lease.calls,
+            name,
+            &context.settings.arguments,
+            instance,
+            deadline,
+        )?;
         std::thread::sleep(TAKEOVER_POLL);
     }
 }
