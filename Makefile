@@ -17,6 +17,18 @@ run: build
 test:
 	scripts/test
 
+.PHONY: test-cluster bench-failover
+
+## The cluster tests (tests/cluster.rs): several instances on a private three-node RabbitMQ
+## cluster started and stopped for the run (quorum queues, nodes killed while clients stream).
+test-cluster:
+	scripts/test-cluster
+
+## The failover figures on a private three-node cluster (ROUNDS=3): the pause clients see when
+## the node leading their queue, or the node their stream's connection is on, is SIGKILLed.
+bench-failover:
+	scripts/bench-failover
+
 ## The release server against a private broker, side by side with a raw AMQP consumer: one table.
 bench:
 	scripts/bench

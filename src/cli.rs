@@ -52,7 +52,7 @@ pub struct TokenArgs {
     pub ttl: u64,
 }
 
-/// Publish a message to a client's queue on the first configured broker, declaring the queue
+/// Publish a message to a client's queue on the configured brokers, declaring the queue
 /// the way the server does (so it waits there until the client connects).
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "publish")]

@@ -2,6 +2,7 @@
 
 pub mod broker;
 pub mod control;
+pub mod holder;
 pub mod queue;
 pub mod url;
 

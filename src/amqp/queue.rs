@@ -1,6 +1,7 @@
 //! The client queue as the original declares it, so that queues made by either server (or by
 //! `eventsourced publish`) are accepted by the other: durable, not exclusive, not auto-delete,
-//! `x-expires` as a signed 32-bit integer of milliseconds, plus the configured arguments.
+//! `x-expires` as a signed 32-bit integer of milliseconds, plus the configured arguments; a
+//! quorum queue also gets `x-single-active-consumer` (it ignores `exclusive` consumes).
 
 use amiquip::{AmqpValue, Channel, FieldTable, QueueDeclareOptions};
 use std::collections::BTreeMap;
@@ -15,7 +16,13 @@ pub enum Argument {
     Text(String),
 }
 
-/// The declaration's arguments: `queue.arguments`, then our `x-expires` (which wins).
+/// Makes a quorum queue keep one consumer active at a time. RabbitMQ checks it on every
+/// re-declaration (PRECONDITION_FAILED when it differs), so it is always set for quorum queues.
+pub const SINGLE_ACTIVE: &str = "x-single-active-consumer";
+
+/// The declaration's arguments: `queue.arguments`, then our `x-expires` (which wins), and for a
+/// quorum queue `x-single-active-consumer: true` (which wins too: RabbitMQ 3.10 does not enforce
+/// an exclusive consume on quorum queues).
 pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> FieldTable {
     let mut table = FieldTable::default();
     for (name, value) in configured {
@@ -28,7 +35,17 @@ pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> Fi
         table.insert(name.clone(), value);
     }
     table.insert("x-expires".to_string(), AmqpValue::LongInt(expires_ms));
+    let quorum = matches!(configured.get("x-queue-type"), Some(Argument::Text(t)) if t == "quorum");
+    if quorum {
+        table.insert(SINGLE_ACTIVE.to_string(), AmqpValue::Boolean(true));
+    }
     table
+}
+
+/// Whether queues declared with `arguments` keep one consumer active and let others wait
+/// silently: then a stream must hold the queue's lock (`amqp::holder`) before consuming.
+pub fn single_active(arguments: &FieldTable) -> bool {
+    matches!(arguments.get(SINGLE_ACTIVE), Some(AmqpValue::Boolean(true)))
 }
 
 /// Declares `queue`; returns how many consumers it has.
@@ -54,4 +71,51 @@ pub fn consumers(channel: &Channel, queue: &str) -> amiquip::Result<u32> {
     channel
         .queue_declare_passive(queue)
         .map(|q| q.declared_consumer_count().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(pairs: &[(&str, Argument)]) -> BTreeMap<String, Argument> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn quorum_queues_keep_one_consumer_active() {
+        let quorum = arguments(
+            &configured(&[("x-queue-type", Argument::Text("quorum".into()))]),
+            1000,
+        );
+        assert!(single_active(&quorum));
+        assert_eq!(quorum.get(SINGLE_ACTIVE), Some(&AmqpValue::Boolean(true)));
+        assert_eq!(quorum.get("x-expires"), Some(&AmqpValue::LongInt(1000)));
+    }
+
+    #[test]
+    fn a_configured_false_does_not_undo_it_on_quorum_queues() {
+        let quorum = arguments(
+            &configured(&[
+                ("x-queue-type", Argument::Text("quorum".into())),
+                (SINGLE_ACTIVE, Argument::Bool(false)),
+            ]),
+            1000,
+        );
+        assert!(single_active(&quorum));
+    }
+
+    #[test]
+    fn classic_queues_are_declared_as_before() {
+        for types in [
+            configured(&[]),
+            configured(&[("x-queue-type", Argument::Text("classic".into()))]),
+        ] {
+            let table = arguments(&types, 1000);
+            assert!(!single_active(&table));
+            assert_eq!(table.get(SINGLE_ACTIVE), None);
+        }
+    }
 }

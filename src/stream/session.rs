@@ -1,10 +1,11 @@
-//! One client's session: claim the queue, declare it, consume it exclusively, write each
-//! delivery as an SSE frame, and hold what was written in the ack window until the client can
-//! be taken to have it (see `window`). Held deliveries return to the queue when the stream
-//! ends; the next connection skips those up to the client's `Last-Event-ID` (see `resume`).
+//! One client's session: claim the queue, declare it (a quorum queue: take its lock first),
+//! consume it exclusively, write each delivery as an SSE frame, and hold what was written in the
+//! ack window until the client can be taken to have it (see `window`). Held deliveries return to
+//! the queue when the stream ends; the next connection skips those up to the client's
+//! `Last-Event-ID` (see `resume`).
 
-use crate::amqp::broker::Calls;
-use crate::amqp::{control, queue, Broker};
+use crate::amqp::broker::{BrokerError, Calls, Lease};
+use crate::amqp::{control, holder, queue, Broker};
 use crate::http::sse;
 use crate::http::{Client, RequestHead, Responder};
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ use std::time::{Duration, Instant};
 const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
 /// How often a takeover across instances looks whether the holder has let go.
 const TAKEOVER_POLL: Duration = Duration::from_millis(20);
+/// How long a takeover of a locked queue waits before asking the holder again.
+const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
 /// after fresh messages are still sent first.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
@@ -111,14 +114,33 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
             Conflict::Takeover => Refusal::QueueHeld,
         });
     };
-    let lease = match context.broker.open_channel() {
-        Ok(lease) => lease,
-        Err(e) => {
+    // A queue that keeps one consumer active lets a second one wait silently: its lock says
+    // who holds it (see `amqp::holder`).
+    let single_active = queue::single_active(&settings.arguments);
+    let lease = if single_active {
+        hold(queue, context)
+    } else {
+        context.broker.open_channel().map_err(|e| {
             warn!("stream {queue:?}: {e}");
-            return refuse(e.refusal());
-        }
+            e.refusal()
+        })
+    };
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(refusal) => return refuse(refusal),
     };
     let channel = lease.channel;
+    let lock = if single_active {
+        match lease.calls.during(|| holder::keep(&channel, queue)) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                warn!("stream {queue:?}: keeping its lock failed: {e}");
+                return refuse(Refusal::BrokerFailed);
+            }
+        }
+    } else {
+        None
+    };
     // Counted as calls in flight: a broker that stops answering marks its connection stalled,
     // and further requests go elsewhere or are refused at once instead of waiting here too.
     let consumers = match lease
@@ -129,12 +151,34 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         Err(refusal) => return refuse(refusal),
     };
     if consumers > 0 {
-        // A stream on another instance holds the queue (this one's was settled by the claim).
-        let taken = match settings.conflict {
-            Conflict::Reject => Err(Refusal::QueueTaken),
-            Conflict::Takeover => {
-                take_over(&channel, &lease.calls, queue, context.broker.instance())
-            }
+        // A stream on another instance holds the queue (this one's was settled by the claim);
+        // with the lock held here, a consumer still counted is one that is leaving.
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let taken = match (settings.conflict, single_active) {
+            (Conflict::Reject, false) => Err(Refusal::QueueTaken),
+            (Conflict::Reject, true) => no_consumer_left(
+                &channel,
+                &lease.calls,
+                queue,
+                &settings.arguments,
+                None,
+                deadline,
+            )
+            .map_err(|refusal| {
+                if refusal == Refusal::QueueHeld {
+                    Refusal::QueueTaken
+                } else {
+                    refusal
+                }
+            }),
+            (Conflict::Takeover, _) => no_consumer_left(
+                &channel,
+                &lease.calls,
+                queue,
+                &settings.arguments,
+                Some(context.broker.instance()),
+                deadline,
+            ),
         };
         if let Err(refusal) = taken {
             return refuse(refusal);
@@ -197,11 +241,15 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     // kept until the channel is closed makes that last message land.
     let keep_receiver = consumer.receiver().clone();
     drop(consumer);
+    // The lock goes last but for the channel (the same care for its cancel-ok).
+    let keep_lock_receiver = lock.as_ref().map(|lock| lock.receiver().clone());
+    drop(lock);
     // Closing the channel hands every unacked delivery back to the queue.
     if let Err(e) = channel.close() {
         debug!("closing the channel of {queue:?}: {e}");
     }
     drop(keep_receiver);
+    drop(keep_lock_receiver);
     // Only now may a takeover proceed: the messages are back in the queue.
     drop(claim);
     // The client sees the end of the stream, and its EventSource reconnects.
@@ -242,20 +290,35 @@ fn declare(
     Ok(consumers)
 }
 
-/// Asks the other instances, through the broker, to let go of `name`, and waits until the
-/// queue has no consumer (the holder has handed its messages back), at most `TAKEOVER_WAIT`.
-fn take_over(channel: &Channel, calls: &Calls, name: &str, instance: &str) -> Result<(), Refusal> {
+/// Waits until `name` has no consumer (the holder has handed its messages back), at most until
+/// `deadline`; with `instance`, asks the other instances, through the broker, to let go of it.
+/// The queue is declared to count its consumers (with `arguments`, as every declaration): a
+/// request waiting for a lock may find it not declared yet.
+fn no_consumer_left(
+    channel: &Channel,
+    calls: &Calls,
+    name: &str,
+    arguments: &FieldTable,
+    instance: Option<&str>,
+    deadline: Instant,
+) -> Result<(), Refusal> {
     let failed = |e: amiquip::Error| {
         warn!("queue {name:?}: asking for a takeover failed: {e}");
         Refusal::BrokerFailed
     };
-    calls
-        .during(|| control::ask_release(channel, instance, name))
-        .map_err(failed)?;
-    let deadline = Instant::now() + TAKEOVER_WAIT;
+    let mut asked: Option<Instant> = None;
     loop {
+        // Again every `ASK_AGAIN`: the word is not confirmed, and may be lost with a node.
+        if let Some(instance) =
+            instance.filter(|_| asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN))
+        {
+            calls
+                .during(|| control::ask_release(channel, instance, name))
+                .map_err(failed)?;
+            asked = Some(Instant::now());
+        }
         if calls
-            .during(|| queue::consumers(channel, name))
+            .during(|| queue::declare(channel, name, arguments))
             .map_err(failed)?
             == 0
         {
@@ -264,6 +327,54 @@ fn take_over(channel: &Channel, calls: &Calls, name: &str, instance: &str) -> Re
         if Instant::now() >= deadline {
             return Err(Refusal::QueueHeld);
         }
+        std::thread::sleep(TAKEOVER_POLL);
+    }
+}
+
+/// Takes the lock of `name` (see `amqp::holder`) and returns the channel that holds it. When
+/// another instance holds it: `queue.conflict: reject` refuses; `takeover` asks the holder,
+/// through the broker, to let go (again every `ASK_AGAIN`, as a word may be lost with a node),
+/// waits until the queue has no consumer, and tries again, until `TAKEOVER_WAIT` has passed.
+fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
+    let unavailable = |e: BrokerError| {
+        warn!("stream {name:?}: {e}");
+        e.refusal()
+    };
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    let mut asked: Option<Instant> = None;
+    loop {
+        let lease = context.broker.open_channel().map_err(unavailable)?;
+        match lease.calls.during(|| holder::take(&lease.channel, name)) {
+            Ok(()) => return Ok(lease),
+            // The refusal closed that channel.
+            Err(e) if holder::is_held(&e) => {}
+            Err(e) => {
+                warn!("queue {name:?}: taking its lock failed: {e}");
+                return Err(Refusal::BrokerFailed);
+            }
+        }
+        if context.settings.conflict == Conflict::Reject {
+            return Err(Refusal::QueueTaken);
+        }
+        if Instant::now() >= deadline {
+            return Err(Refusal::QueueHeld);
+        }
+        // The holder lets go of the lock as its stream ends: wait for that on a channel that
+        // a taken lock does not close.
+        let ask = asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN);
+        if ask {
+            asked = Some(Instant::now());
+        }
+        let lease = context.broker.open_channel().map_err(unavailable)?;
+        let instance = ask.then(|| context.broker.instance());
+        no_consumer_left(
+            &lease.channel,
+            &lease.calls,
+            name,
+            &context.settings.arguments,
+            instance,
+            deadline,
+        )?;
         std::thread::sleep(TAKEOVER_POLL);
     }
 }

@@ -41,6 +41,18 @@ pub fn amqp_connection_to(port: u16) -> Result<Connection, String> {
     broker::connect(&url, &dial, ConnectionTuning::default())
 }
 
+/// `queue.arguments` for quorum queues, as the environment of a server gives them.
+pub const QUORUM: (&str, &str) = ("EVENTSOURCED_QUEUE_ARGUMENTS", "{x-queue-type: quorum}");
+
+/// The declaration arguments of a quorum queue, as the server makes them from `QUORUM`.
+pub fn quorum_arguments() -> amiquip::FieldTable {
+    let configured = BTreeMap::from([(
+        "x-queue-type".to_string(),
+        queue::Argument::Text("quorum".into()),
+    )]);
+    queue::arguments(&configured, queue::expires_ms(EXPIRES_SECS))
+}
+
 /// A publisher on its own connection to the test broker.
 pub struct Amqp {
     connection: Option<Connection>,
@@ -103,6 +115,11 @@ impl Amqp {
     pub fn declare(&self, name: &str) {
         let arguments = queue::arguments(&BTreeMap::new(), queue::expires_ms(EXPIRES_SECS));
         queue::declare(self.channel(), name, &arguments).expect("declare the queue");
+    }
+
+    /// Declares `queue` as the server does with `queue.arguments: {x-queue-type: quorum}`.
+    pub fn declare_quorum(&self, name: &str) {
+        queue::declare(self.channel(), name, &quorum_arguments()).expect("declare the queue");
     }
 
     /// Publishes each of `bodies`, in order.

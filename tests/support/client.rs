@@ -461,6 +461,29 @@ pub fn read_many(
     (received, began.elapsed())
 }
 
+/// Opens `count` streams of `target` at the same moment, spread in turn over `servers`; returns
+/// each answer (a stream, or `None` when the connection closed before a head).
+pub fn open_at_once(servers: &[SocketAddr], target: &str, count: usize) -> Vec<Option<Stream>> {
+    let start = Arc::new(std::sync::Barrier::new(count));
+    let openers: Vec<_> = (0..count)
+        .map(|i| {
+            let (addr, target, start) = (
+                servers[i % servers.len()],
+                target.to_string(),
+                Arc::clone(&start),
+            );
+            thread::spawn(move || {
+                start.wait();
+                Stream::try_open(addr, &target, &[])
+            })
+        })
+        .collect();
+    openers
+        .into_iter()
+        .map(|o| o.join().expect("an opener thread"))
+        .collect()
+}
+
 /// `Transfer-Encoding: chunked`, decoded as bytes arrive: a size line, that many bytes, CRLF.
 #[derive(Default)]
 struct Dechunker {

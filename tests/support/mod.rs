@@ -6,6 +6,8 @@
 //! - [`client`]: one request and its answer; an SSE stream read as a browser reads it.
 //! - [`amqp`]: the test broker, a publisher and declarer on it.
 //! - [`numbered`]: messages `m1`, `m2`, … and the check that none went missing.
+//! - [`cluster`]: the three-node cluster of `make test-cluster`, a publisher and a client that
+//!   go on through the loss of a node.
 //! - [`faults`]: `rabbitmqctl`, a process's broker connections closed, a relay that goes silent.
 
 // Each test file uses only some of the helpers.
@@ -13,6 +15,7 @@
 
 pub mod amqp;
 pub mod client;
+pub mod cluster;
 pub mod faults;
 pub mod leaving;
 pub mod numbered;
@@ -21,9 +24,13 @@ pub mod server;
 
 // The names the tests use; each test file takes only some of them.
 #[allow(unused_imports)]
-pub use amqp::{amqp_connection, amqp_connection_to, broker_port, broker_url, Amqp};
+pub use amqp::{
+    amqp_connection, amqp_connection_to, broker_port, broker_url, quorum_arguments, Amqp, QUORUM,
+};
 #[allow(unused_imports)]
-pub use client::{parse_event, read_many, request, set_receive_buffer, Event, Response, Stream};
+pub use client::{
+    open_at_once, parse_event, read_many, request, set_receive_buffer, Event, Response, Stream,
+};
 #[allow(unused_imports)]
 pub use faults::{
     broker_connection_ports, close_broker_connections_of, rabbitmqctl, OwnBroker, Relay,

@@ -1,0 +1,111 @@
+//! Quorum queues on one broker: RabbitMQ 3.10 accepts a second consume on a quorum queue even
+//! when both ask to be exclusive, and with `x-single-active-consumer` the second one waits
+//! silently. A request for a quorum queue that another instance streams is therefore decided by
+//! the queue's lock: refused with `queue.conflict: reject`, served after the holder let go with
+//! `takeover`; never a second consumer that gets nothing, or half of the messages.
+
+mod support;
+
+use support::{
+    assert_exactly_once, numbered, open_at_once, rabbitmqctl, unique, wait_for, Amqp, Server,
+    Stream, QUORUM, WAIT,
+};
+
+/// The consumers the broker lists for `queue`, each as its `active` column (`true`, `false`).
+fn consumers_of(queue: &str) -> Vec<String> {
+    rabbitmqctl(&[
+        "list_consumers",
+        "queue_name",
+        "active",
+        "--no-table-headers",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let mut cols = line.split_whitespace();
+        (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
+    })
+    .collect()
+}
+
+#[test]
+fn ten_requests_at_once_over_two_instances_make_one_stream_and_one_consumer() {
+    let env = [("EVENTSOURCED_QUEUE_CONFLICT", "reject"), QUORUM];
+    let (a, b) = (Server::start(&env).ready(), Server::start(&env).ready());
+    let amqp = Amqp::connect();
+    // A few rounds: the race between two instances is decided in a millisecond or two.
+    for round in 0..5 {
+        let queue = unique("quorum-race");
+        let answers = open_at_once(&[a.addr, b.addr], &format!("/?id={queue}"), 10);
+        let (mut served, refused): (Vec<Stream>, Vec<Stream>) = answers
+            .into_iter()
+            .map(|answer| answer.expect("an answer"))
+            .partition(|stream| stream.status == 200);
+        for stream in &refused {
+            assert_eq!(stream.status, 503, "round {round}: {:?}", stream.headers);
+            assert_eq!(
+                stream.header("X-Status-Reason"),
+                Some("server: max consumers exceeded")
+            );
+        }
+        assert_eq!(served.len(), 1, "round {round}: {} streams", served.len());
+        assert_eq!(consumers_of(&queue), ["true"], "round {round}");
+        let published = numbered(1, 20);
+        amqp.publish_all(&queue, &published);
+        let holder = &mut served[0];
+        let received: Vec<String> = (0..published.len())
+            .map(|_| holder.next_data().expect("a message"))
+            .collect();
+        assert_exactly_once("the one stream of ten requests", &published, &received);
+    }
+}
+
+#[test]
+fn with_takeover_another_instance_serves_the_client_once_the_holder_let_go() {
+    let (a, b) = (
+        Server::start(&[QUORUM]).ready(),
+        Server::start(&[QUORUM]).ready(),
+    );
+    let amqp = Amqp::connect();
+    let queue = unique("quorum-moved");
+    amqp.declare_quorum(&queue);
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let mut old = Stream::open(a.addr, &format!("/?id={queue}"), &[]);
+    let first = old.next_events(3);
+    let last_id = first[2].id.clone().expect("events carry ids");
+    amqp.publish_all(&queue, &numbered(4, 6));
+    let mut moved = Stream::open(
+        b.addr,
+        &format!("/?id={queue}"),
+        &[("Last-Event-ID", last_id.as_str())],
+    );
+    assert_eq!(moved.status, 200, "{:?}", moved.headers);
+    let mut received: Vec<String> = first.into_iter().filter_map(|e| e.data).collect();
+    received.extend((0..3).map(|_| moved.next_data().expect("a message")));
+    amqp.publish(&queue, "m7");
+    received.push(moved.next_data().expect("m7"));
+    assert_exactly_once(
+        "a client moved between instances",
+        &numbered(1, 7),
+        &received,
+    );
+    assert!(old.closed_by_server(support::WAIT));
+    assert_eq!(consumers_of(&queue), ["true"]);
+}
+
+#[test]
+fn a_quorum_queue_without_a_consumer_expires_and_so_does_its_lock() {
+    let server = Server::start(&[QUORUM, ("EVENTSOURCED_QUEUE_EXPIRES", "1")]).ready();
+    let queue = unique("quorum-expires");
+    let stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    assert_eq!(stream.status, 200);
+    server.wait_log("opened for");
+    let listed = || rabbitmqctl(&["list_queues", "name", "--no-table-headers"]);
+    let lock = eventsourced::amqp::holder::name(&queue);
+    assert!(listed().contains(&lock), "the lock is held while streaming");
+    stream.close();
+    server.wait_log("closed for");
+    wait_for("the queue and its lock to go", WAIT, || {
+        let names = listed();
+        !names.contains(&queue) && !names.contains(&lock)
+    });
+}
