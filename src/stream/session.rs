@@ -31,8 +31,11 @@ const TAKEOVER_POLL: Duration = Duration::from_millis(20);
 /// How long a takeover of a locked queue waits before asking the holder again.
 const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
-/// after fresh messages are still sent first.
+/// after fresh messages are still sent first; each redelivery extends it by as much, since a
+/// busy broker hands back a long tail slowly.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
+/// The longest a resuming stream gathers, however long redeliveries keep coming.
+const RESUME_WAIT_MAX: Duration = Duration::from_secs(3);
 /// How often a window waiting on the client's TCP is looked at again.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest idle wait: a stream without keep-alives and nothing held.
@@ -484,16 +487,30 @@ impl Session<'_> {
         until_keepalive.min(until_expiry)
     }
 
-    /// A resuming stream's first batch: what the broker sends in the first moments, planned by
-    /// `resume::plan`; what the client already has is acked unsent.
+    /// A resuming stream's first batch: what the broker sends in the first moments (and for as
+    /// long as redeliveries keep coming, until the client's last event is among them), planned
+    /// by `resume::plan`; what the client already has is acked unsent.
     fn resume_after(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
         let limit = usize::from(self.context.settings.qos());
-        let deadline = Instant::now() + RESUME_WAIT;
+        let started = Instant::now();
+        let latest = started + RESUME_WAIT_MAX;
+        let mut deadline = started + RESUME_WAIT;
         let mut gathered = Vec::new();
+        let mut found = false;
         while gathered.len() < limit {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.consumer.receiver().recv_timeout(left) {
-                Ok(ConsumerMessage::Delivery(delivery)) => gathered.push(delivery),
+                Ok(ConsumerMessage::Delivery(delivery)) => {
+                    // Until the client's last event is among the redeliveries, more of what it
+                    // has may still be on its way back.
+                    if delivery.redelivered && !found {
+                        found = event_id::of(&delivery.body, &delivery.properties) == last;
+                        if !found {
+                            deadline = (Instant::now() + RESUME_WAIT).min(latest).max(deadline);
+                        }
+                    }
+                    gathered.push(delivery);
+                }
                 Ok(other) => return Err(ended_by(other)),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
