@@ -39,6 +39,9 @@ struct Plan {
     cgroup: Option<String>,
     broker_dir: String,
     broker_port: u16,
+    /// Whether the broker is restarted midway (`SOAK_BROKER_RESTART=0` leaves it up, to tell
+    /// what the restart costs apart from the rest).
+    broker_restart: bool,
 }
 
 impl Plan {
@@ -63,6 +66,7 @@ impl Plan {
             broker_dir: std::env::var("EVENTSOURCED_TEST_BROKER_DIR")
                 .expect("EVENTSOURCED_TEST_BROKER_DIR is not set: run the soak with `make soak`"),
             broker_port: support::broker_port(),
+            broker_restart: number("SOAK_BROKER_RESTART", 1.0) != 0.0,
         }
     }
 
@@ -114,13 +118,24 @@ fn main() {
     std::fs::create_dir_all(&plan.out).expect("create the soak output directory");
     let run_time = plan.run_time();
     eprintln!(
-        "soak: {} streams, {} msg/s, {:.1} min; comparison at {:.1} min{}; broker restart at {:.1} min; memory cap: {}",
+        "soak: {} streams, {} msg/s, {:.1} min; comparison at {:.1} min{}; {}; memory cap: {}",
         plan.streams,
         plan.rate,
         plan.minutes,
         plan.mark().as_secs_f64() / 60.0,
-        if plan.minutes < 10.0 { " (halfway: the run is under 10 minutes)" } else { "" },
-        plan.restart_at().as_secs_f64() / 60.0,
+        if plan.minutes < 10.0 {
+            " (halfway: the run is under 10 minutes)"
+        } else {
+            ""
+        },
+        if plan.broker_restart {
+            format!(
+                "broker restart at {:.1} min",
+                plan.restart_at().as_secs_f64() / 60.0
+            )
+        } else {
+            "no broker restart (SOAK_BROKER_RESTART=0)".into()
+        },
         plan.cgroup.as_deref().unwrap_or("none"),
     );
 
@@ -172,7 +187,11 @@ fn main() {
     };
     let restart = {
         let (dir, port, at) = (plan.broker_dir.clone(), plan.broker_port, plan.restart_at());
+        let restarting = plan.broker_restart;
         thread::spawn(move || {
+            if !restarting {
+                return;
+            }
             thread::sleep(at.saturating_sub(began.elapsed()));
             let stopping = Instant::now();
             rabbitmq(&["stop", &dir]);
@@ -190,11 +209,15 @@ fn main() {
     // Where the plot draws its vertical lines.
     std::fs::write(
         plan.out.join("marks.csv"),
-        format!(
-            "what,seconds\ncomparison mark,{}\nbroker restart,{}\n",
-            plan.mark().as_secs(),
-            plan.restart_at().as_secs()
-        ),
+        if plan.broker_restart {
+            format!(
+                "what,seconds\ncomparison mark,{}\nbroker restart,{}\n",
+                plan.mark().as_secs(),
+                plan.restart_at().as_secs()
+            )
+        } else {
+            format!("what,seconds\ncomparison mark,{}\n", plan.mark().as_secs())
+        },
     )
     .expect("write marks.csv");
 

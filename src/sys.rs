@@ -136,8 +136,11 @@ pub fn wait_stop_signal(within: Option<Duration>) -> Option<libc::c_int> {
                     if left.is_zero() {
                         return None;
                     }
+                    // `as _`: tv_sec is 64-bit, or 32-bit on the 32-bit musl builds (whose
+                    // `libc::time_t` is deprecated, as musl 1.2 made it 64-bit); a timeout
+                    // fits either way once clamped.
                     let timeout = libc::timespec {
-                        tv_sec: left.as_secs() as libc::time_t,
+                        tv_sec: left.as_secs().min(i32::MAX as u64) as _,
                         tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
                     };
                     libc::sigtimedwait(&set, &mut info, &timeout)
