@@ -9,7 +9,9 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::cluster::{follow, Cluster, Publisher};
-use support::{assert_exactly_once, numbered, open_at_once, unique, Server, Stream, QUORUM};
+use support::{
+    assert_exactly_once, numbered, open_at_once, the_one_served, unique, Server, Stream, QUORUM,
+};
 
 /// How long a following client may take to get everything, a node's loss included.
 const FOLLOW: Duration = Duration::from_secs(90);
@@ -42,18 +44,7 @@ fn ten_requests_at_once_on_two_nodes_make_one_stream() {
         // A fresh queue: the first request declares it.
         let queue = unique("cluster-race");
         let answers = open_at_once(&[a.addr, b.addr], &format!("/?id={queue}"), 10);
-        let (mut served, refused): (Vec<Stream>, Vec<Stream>) = answers
-            .into_iter()
-            .map(|answer| answer.expect("an answer"))
-            .partition(|stream| stream.status == 200);
-        for stream in &refused {
-            assert_eq!(stream.status, 503, "round {round}: {:?}", stream.headers);
-            assert_eq!(
-                stream.header("X-Status-Reason"),
-                Some("server: max consumers exceeded")
-            );
-        }
-        assert_eq!(served.len(), 1, "round {round}: {} streams", served.len());
+        let mut holder = the_one_served(answers, &format!("round {round}"));
         assert_eq!(
             cluster.consumers_of(&queue, three),
             ["true"],
@@ -63,7 +54,6 @@ fn ten_requests_at_once_on_two_nodes_make_one_stream() {
         for m in &published {
             publisher.publish(&queue, m);
         }
-        let holder = &mut served[0];
         let received: Vec<String> = (0..published.len())
             .map(|_| holder.next_data().expect("a message"))
             .collect();

@@ -7,24 +7,19 @@
 mod support;
 
 use support::{
-    assert_exactly_once, numbered, open_at_once, rabbitmqctl, unique, wait_for, Amqp, Server,
-    Stream, QUORUM, WAIT,
+    assert_exactly_once, consumers_listed, numbered, open_at_once, rabbitmqctl, the_one_served,
+    unique, wait_for, Amqp, Server, Stream, QUORUM, WAIT,
 };
 
 /// The consumers the broker lists for `queue`, each as its `active` column (`true`, `false`).
 fn consumers_of(queue: &str) -> Vec<String> {
-    rabbitmqctl(&[
+    let listing = rabbitmqctl(&[
         "list_consumers",
         "queue_name",
         "active",
         "--no-table-headers",
-    ])
-    .lines()
-    .filter_map(|line| {
-        let mut cols = line.split_whitespace();
-        (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
-    })
-    .collect()
+    ]);
+    consumers_listed(&listing, queue)
 }
 
 #[test]
@@ -36,22 +31,10 @@ fn ten_requests_at_once_over_two_instances_make_one_stream_and_one_consumer() {
     for round in 0..5 {
         let queue = unique("quorum-race");
         let answers = open_at_once(&[a.addr, b.addr], &format!("/?id={queue}"), 10);
-        let (mut served, refused): (Vec<Stream>, Vec<Stream>) = answers
-            .into_iter()
-            .map(|answer| answer.expect("an answer"))
-            .partition(|stream| stream.status == 200);
-        for stream in &refused {
-            assert_eq!(stream.status, 503, "round {round}: {:?}", stream.headers);
-            assert_eq!(
-                stream.header("X-Status-Reason"),
-                Some("server: max consumers exceeded")
-            );
-        }
-        assert_eq!(served.len(), 1, "round {round}: {} streams", served.len());
+        let mut holder = the_one_served(answers, &format!("round {round}"));
         assert_eq!(consumers_of(&queue), ["true"], "round {round}");
         let published = numbered(1, 20);
         amqp.publish_all(&queue, &published);
-        let holder = &mut served[0];
         let received: Vec<String> = (0..published.len())
             .map(|_| holder.next_data().expect("a message"))
             .collect();

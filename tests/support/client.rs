@@ -484,6 +484,37 @@ pub fn open_at_once(servers: &[SocketAddr], target: &str, count: usize) -> Vec<O
         .collect()
 }
 
+/// Of answers to simultaneous requests for one queue with `queue.conflict: reject`, the one
+/// stream served; every other answer must be the original's `503 server: max consumers
+/// exceeded`. `what` names the attempt in a failure.
+pub fn the_one_served(answers: Vec<Option<Stream>>, what: &str) -> Stream {
+    let (mut served, refused): (Vec<Stream>, Vec<Stream>) = answers
+        .into_iter()
+        .map(|answer| answer.expect("an answer"))
+        .partition(|stream| stream.status == 200);
+    for stream in &refused {
+        assert_eq!(stream.status, 503, "{what}: {:?}", stream.headers);
+        assert_eq!(
+            stream.header("X-Status-Reason"),
+            Some("server: max consumers exceeded")
+        );
+    }
+    assert_eq!(served.len(), 1, "{what}: {} streams", served.len());
+    served.remove(0)
+}
+
+/// The consumers a `rabbitmqctl list_consumers queue_name active` listing shows for `queue`,
+/// each as its `active` column (`true`, `false`).
+pub fn consumers_listed(listing: &str, queue: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
 /// `Transfer-Encoding: chunked`, decoded as bytes arrive: a size line, that many bytes, CRLF.
 #[derive(Default)]
 struct Dechunker {

@@ -108,7 +108,7 @@ impl Cluster {
 
     /// The consumers the node on `ask` lists for `queue`, each as its `active` column.
     pub fn consumers_of(&self, queue: &str, ask: u16) -> Vec<String> {
-        self.ctl(
+        let listing = self.ctl(
             ask,
             &[
                 "list_consumers",
@@ -116,13 +116,8 @@ impl Cluster {
                 "active",
                 "--no-table-headers",
             ],
-        )
-        .lines()
-        .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            (cols.next() == Some(queue)).then(|| cols.next().unwrap_or("").to_string())
-        })
-        .collect()
+        );
+        super::client::consumers_listed(&listing, queue)
     }
 
     /// Declares quorum queue `queue` through the node on `port`, as the server declares it;

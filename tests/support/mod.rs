@@ -29,7 +29,8 @@ pub use amqp::{
 };
 #[allow(unused_imports)]
 pub use client::{
-    open_at_once, parse_event, read_many, request, set_receive_buffer, Event, Response, Stream,
+    consumers_listed, open_at_once, parse_event, read_many, request, set_receive_buffer,
+    the_one_served, Event, Response, Stream,
 };
 #[allow(unused_imports)]
 pub use faults::{
