@@ -307,9 +307,12 @@ fn the_example_page_streams_over_https_and_comes_back_after_a_restart() {
     let queue = unique("browser-https");
     amqp.declare(&queue);
     amqp.publish_all(&queue, &numbered(1, 3));
-    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/browser.html");
+    // The page itself comes over HTTPS too, as on a dashboard (where an http:// stream would be
+    // mixed content, which browsers block).
+    let pages = HttpsPages::serve(&cert, &key);
     browser.open(&format!(
-        "file://{page}?server=https://localhost:{port}&id={queue}&start"
+        "https://localhost:{}/browser.html?server=https://localhost:{port}&id={queue}&start",
+        pages.port
     ));
     wait_for("the first messages in the page", support::WAIT, || {
         browser.events() == numbered(1, 3)
@@ -327,6 +330,49 @@ fn the_example_page_streams_over_https_and_comes_back_after_a_restart() {
     );
     assert_eq!(browser.events(), numbered(1, 6));
     assert_eq!(page_state(&mut browser), "open");
+}
+
+/// `examples/` served over HTTPS by Python's http.server (the page, not the stream), stopped
+/// when dropped.
+struct HttpsPages {
+    child: Child,
+    port: u16,
+}
+
+impl HttpsPages {
+    fn serve(cert: &str, key: &str) -> HttpsPages {
+        let port = support::closed_port();
+        let script = format!(
+            "import http.server, ssl, functools\n\
+             handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory={dir:?})\n\
+             server = http.server.HTTPServer(('127.0.0.1', {port}), handler)\n\
+             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             context.load_cert_chain({cert:?}, {key:?})\n\
+             server.socket = context.wrap_socket(server.socket, server_side=True)\n\
+             server.serve_forever()\n",
+            dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples"),
+        );
+        let child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3, to serve the example page over HTTPS");
+        let pages = HttpsPages { child, port };
+        wait_for("the page server", support::WAIT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        pages
+    }
+}
+
+impl Drop for HttpsPages {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A free loopback address for a server the page will reach.
