@@ -218,41 +218,38 @@ fn read_more(waiting: &mut Pending) -> Result<Option<RequestHead>, HttpError> {
 /// of it). An EventSource, or a client whose request is not there yet, is told to come back.
 /// Over HTTPS nothing can be said before a handshake, and the connection is closed.
 fn answer_at_once(client: Client, responder: &Responder) {
+    if client.is_tls() {
+        debug!("{}: closed, too many connections waiting", client.peer);
+        return;
+    }
     let mut waiting = Pending {
         client,
         buffer: Vec::new(),
         deadline: Instant::now(),
     };
-    let head = match waiting.client.is_tls() {
-        true => None,
-        false => read_more(&mut waiting).ok().flatten(),
-    };
-    let mut client = waiting.client;
-    if client.is_tls() {
-        debug!("{}: closed, too many connections waiting", client.peer);
-        return;
-    }
-    let _ = client.socket.set_nonblocking(false);
-    let _ = client
-        .socket
-        .set_write_timeout(Some(Duration::from_secs(1)));
+    let head = read_more(&mut waiting).ok().flatten();
+    let mut client = ready_to_answer(waiting.client);
     match head {
         Some(head) => responder.refuse(&mut client, Some(&head), Refusal::TooManyWaiting),
         None => responder.refuse_unread(&mut client, Refusal::TooManyWaiting),
     }
 }
 
-fn turn_away(mut client: Client, error: &HttpError, responder: &Responder) {
+fn turn_away(client: Client, error: &HttpError, responder: &Responder) {
     match error.refusal() {
         // A TLS client still in its handshake cannot be answered in HTTP.
         Some(_) if !client.can_answer() => debug!("{}: {error}", client.peer),
-        Some(refusal) => {
-            let _ = client.socket.set_nonblocking(false);
-            let _ = client
-                .socket
-                .set_write_timeout(Some(Duration::from_secs(1)));
-            responder.refuse(&mut client, None, refusal);
-        }
+        Some(refusal) => responder.refuse(&mut ready_to_answer(client), None, refusal),
         None => debug!("{}: {error}", client.peer),
     }
+}
+
+/// A connection taken off the reception thread's poll, to be answered with a blocking write
+/// that waits at most a second.
+fn ready_to_answer(client: Client) -> Client {
+    let _ = client.socket.set_nonblocking(false);
+    let _ = client
+        .socket
+        .set_write_timeout(Some(Duration::from_secs(1)));
+    client
 }
