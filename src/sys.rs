@@ -175,6 +175,33 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     }
 }
 
+/// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, …)`, Linux 6.16 and later.
+const PR_FUTEX_HASH: libc::c_int = 78;
+const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
+
+/// Sizes this process's table of futex waiters to `slots` (a power of two). Since Linux 6.16 a
+/// process hashes its waiting threads into a table of its own, sized for the CPUs (16 slots
+/// here): with thousands of threads waiting, each wake walks a chain of hundreds, and every
+/// stream's set-up and delivery pays for all the others. An older kernel answers `EINVAL` and
+/// keeps its system-wide table.
+pub fn size_futex_table(slots: usize) -> std::io::Result<()> {
+    // SAFETY: this prctl takes integers and touches no memory of ours.
+    let done = unsafe {
+        libc::prctl(
+            PR_FUTEX_HASH,
+            PR_FUTEX_HASH_SET_SLOTS,
+            slots as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The soft limit on this user's processes and threads (`RLIMIT_NPROC`); `None` when unlimited
 /// or unknown.
 pub fn threads_limit() -> Option<u64> {

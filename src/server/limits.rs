@@ -5,7 +5,7 @@
 //! said plainly instead of failing at the ten-thousandth stream.
 
 use crate::sys;
-use log::{info, warn};
+use log::{debug, info, warn};
 
 /// Files beyond one per stream: the listeners, broker connections, epoll sets, the log.
 const SPARE_FILES: u64 = 64;
@@ -54,6 +54,12 @@ pub fn check(workers: usize, pending: usize) {
                 limit.saturating_sub(SPARE_THREADS)
             );
         }
+    }
+    // A slot for each thread that may wait, so that a wake finds its thread at once.
+    let slots = (threads as usize).next_power_of_two();
+    match sys::size_futex_table(slots) {
+        Ok(()) => debug!("futex table: {slots} slots"),
+        Err(e) => debug!("futex table left as the kernel sized it ({e})"),
     }
     // A thread's stack and its guard page are two mappings.
     if let Some(maps) = proc_number("/proc/sys/vm/max_map_count") {
