@@ -5,6 +5,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod crowd;
+
 use amiquip::{ConsumerMessage, ConsumerOptions};
 use eventsourced::config::{self, Search};
 use eventsourced::stream::StreamSettings;
@@ -64,6 +66,17 @@ fn main() {
     }
     if run("fanin") {
         rows.push(many_clients(1000, 42));
+    }
+    if run("scale") {
+        // The release build of this commit: set-up cost hardly depends on the C library.
+        // BENCH_SCALE=10000 runs one count.
+        let counts: Vec<usize> = std::env::var("BENCH_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(vec![1000, 10_000], |n| vec![n]);
+        for n in counts {
+            rows.extend(set_up_and_come_back(n, "release"));
+        }
     }
     if run("idle") {
         for (label, binary) in &builds {
@@ -401,4 +414,143 @@ fn idle_streams(count: usize, build: &str) -> Vec<Row> {
         "",
         format!("{fds} open files; opened in {open_time:.1} s; RSS with no clients {rss_before} KiB; target ≤ 24 KiB/stream"),
     )]
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn process_cpu(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The broker's process, for its share of the CPU.
+fn broker_pid() -> Option<i32> {
+    let dir = std::env::var("EVENTSOURCED_TEST_BROKER_DIR").ok()?;
+    std::fs::read_to_string(format!("{dir}/rabbitmq.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A free loopback port, so that a restarted server listens where its clients come back to.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").to_string()
+}
+
+/// `count` clients, each with its own queue holding four messages, connect at once: the time
+/// until every one has its four, and the server's CPU per stream. Then the server is restarted
+/// while two more messages wait in each queue, and every client comes back with its
+/// `Last-Event-ID` after the stream's jittered `retry:`: the time until all have all six, and
+/// whether any was lost or repeated.
+fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
+    let workers = (count + 100).to_string();
+    let address = free_address();
+    let env = [
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_SERVER_WORKERS", workers.as_str()),
+        ("EVENTSOURCED_SERVER_RETRY", "2000"),
+    ];
+    let amqp = Amqp::connect();
+    let prefix = unique("bench-scale");
+    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for queue in &queues {
+        amqp.declare(queue);
+        for n in 0..4 {
+            amqp.publish(queue, &n.to_string());
+        }
+    }
+    let mut server = Server::start(&env).ready();
+    let pid = server.pid();
+    thread::sleep(Duration::from_millis(300));
+    let rss_before = proc_status(pid, "VmRSS:");
+    let broker = broker_pid();
+    let broker_cpu = broker.map_or(0.0, process_cpu);
+    let cpu = process_cpu(pid);
+    let mut crowd = crowd::Crowd::new(server.addr);
+    let began = Instant::now();
+    for queue in &queues {
+        crowd.open(queue);
+    }
+    let all = crowd.run_until(began + Duration::from_secs(180), |c| c.data.len() >= 4);
+    let set_up = began.elapsed().as_secs_f64();
+    let cpu = process_cpu(pid) - cpu;
+    let broker_cpu = broker.map_or(0.0, process_cpu) - broker_cpu;
+    let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
+    thread::sleep(Duration::from_secs(1));
+    let rss = proc_status(pid, "VmRSS:");
+    let per_stream = rss.saturating_sub(rss_before) as f64 / streaming.max(1) as f64;
+    let mut rows = vec![
+        row(
+            &format!("{build}: {count} clients at once, 4 messages each: all served after"),
+            format!("{set_up:.1} s{}", if all { "" } else { " (not all)" }),
+            "",
+            format!("{streaming} of {count} streaming"),
+        ),
+        row(
+            &format!("{build}: {count} clients: CPU per stream set-up"),
+            format!("{:.2} ms", cpu * 1000.0 / count as f64),
+            &format!("{:.2} ms (the broker)", broker_cpu * 1000.0 / count as f64),
+            "the server's CPU, and the broker's, over the set-up divided by the streams".into(),
+        ),
+        row(
+            &format!("{build}: {count} streams after 4 messages: RSS per stream"),
+            format!("{per_stream:.1} KiB"),
+            "",
+            format!("{} MiB in all", rss / 1024),
+        ),
+    ];
+    // The restart: the old server drains and ends; two more messages wait in every queue.
+    let (_, stopped_in) = server.stop_with(15);
+    drop(server);
+    for queue in &queues {
+        for n in 4..6 {
+            amqp.publish(queue, &n.to_string());
+        }
+    }
+    let server = Server::start(&env).ready();
+    let restarted = Instant::now();
+    crowd.come_back = true;
+    let all = crowd.run_until(restarted + Duration::from_secs(120), |c| {
+        c.data.len() >= 6 && c.streaming()
+    });
+    let back = restarted.elapsed().as_secs_f64();
+    let expected: Vec<String> = (0..6).map(|n| n.to_string()).collect();
+    let exact = crowd.clients.iter().filter(|c| c.data == expected).count();
+    let repeated = crowd
+        .clients
+        .iter()
+        .filter(|c| c.data.len() > BTreeSet::from_iter(&c.data).len())
+        .count();
+    let short = crowd.clients.iter().filter(|c| c.data.len() < 6).count();
+    crowd.close_all();
+    drop(server);
+    for queue in &queues {
+        amqp.delete(queue);
+    }
+    rows.push(row(
+        &format!("{build}: {count} clients coming back with Last-Event-ID after a restart: all streaming after"),
+        format!("{back:.1} s{}", if all { "" } else { " (not all)" }),
+        "",
+        format!(
+            "{exact} of {count} have each message once; {repeated} with a repeat, {short} missing some; \
+             retry 2 s ± 20 %; the old server drained in {:.1} s",
+            stopped_in.as_secs_f64()
+        ),
+    ));
+    rows
 }
