@@ -214,7 +214,7 @@ fn throughput(count: usize) -> Vec<Row> {
             last = d;
             received += 1;
         }
-        let _ = consumer.ack_multiple(last);
+        let _ = consumer.ack_multiple(*last);
     }
     let raw_rate = received as f64 / began.elapsed().as_secs_f64();
     let raw_cpu = own_cpu() - cpu;
@@ -307,7 +307,7 @@ fn latency(rate: u32, span: Duration) -> Vec<Row> {
                 };
                 let sent: u64 = String::from_utf8_lossy(&d.body).parse().unwrap_or(0);
                 samples.push(nanos().saturating_sub(sent));
-                let _ = consumer.ack(d);
+                let _ = consumer.ack(*d);
             }
         }
         publisher.join().expect("publisher");

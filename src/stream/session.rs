@@ -386,7 +386,7 @@ struct Session<'a> {
     client: &'a mut Client,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
-    window: AckWindow<Delivery>,
+    window: AckWindow<Box<Delivery>>,
     /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
     out: Vec<u8>,
@@ -490,7 +490,7 @@ impl Session<'_> {
     /// A resuming stream's first batch: what the broker sends in the first moments (and for as
     /// long as redeliveries keep coming, until the client's last event is among them), planned
     /// by `resume::plan`; what the client already has is acked unsent.
-    fn resume_after(&mut self, last: &str) -> Result<Vec<Delivery>, End> {
+    fn resume_after(&mut self, last: &str) -> Result<Vec<Box<Delivery>>, End> {
         let limit = usize::from(self.context.settings.qos());
         let started = Instant::now();
         let latest = started + RESUME_WAIT_MAX;
@@ -528,7 +528,7 @@ impl Session<'_> {
         // One by one: fresh deliveries with lower tags may be among the unsent.
         for delivery in plan.skip {
             self.consumer
-                .ack(delivery)
+                .ack(*delivery)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;
         }
         if skipped > 0 {
@@ -542,7 +542,7 @@ impl Session<'_> {
     }
 
     /// Writes `batch` in one write, holds it in the window, then acks what may be acked.
-    fn write(&mut self, batch: Vec<Delivery>) -> Result<(), End> {
+    fn write(&mut self, batch: Vec<Box<Delivery>>) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -615,10 +615,10 @@ impl Session<'_> {
         let count = released.count() as u64;
         match released {
             Release::Nothing => return Ok(()),
-            Release::UpTo { newest, .. } => ack(self.consumer.ack_multiple(newest))?,
+            Release::UpTo { newest, .. } => ack(self.consumer.ack_multiple(*newest))?,
             Release::Each(deliveries) => {
                 for delivery in deliveries {
-                    ack(self.consumer.ack(delivery))?;
+                    ack(self.consumer.ack(*delivery))?;
                 }
             }
         }

@@ -23,6 +23,12 @@ impl Tagged for amiquip::Delivery {
     }
 }
 
+impl<T: Tagged> Tagged for Box<T> {
+    fn tag(&self) -> u64 {
+        (**self).tag()
+    }
+}
+
 impl Tagged for u64 {
     fn tag(&self) -> u64 {
         *self
@@ -67,7 +73,7 @@ struct Held<T> {
     /// Kept only where an ack can land: the last delivery of a batch written in tag order, or
     /// every delivery of one that is not (a resumed stream's first). amiquip acks only through
     /// a delivery, and a few thousand of them (384 bytes each) would not stay in cache.
-    delivery: Option<Box<T>>,
+    delivery: Option<T>,
     /// The stream offset just past this delivery's frame.
     end: u64,
     bytes: u64,
@@ -117,7 +123,7 @@ impl<T: Tagged> AckWindow<T> {
             let keep = !increasing || index == last;
             self.held.push_back(Held {
                 tag,
-                delivery: keep.then(|| Box::new(delivery)),
+                delivery: keep.then_some(delivery),
                 end,
                 bytes,
                 written: now,
@@ -157,15 +163,11 @@ impl<T: Tagged> AckWindow<T> {
                 .max_by_key(|h| h.tag)
                 .and_then(|h| h.delivery);
             newest.map_or(Release::Nothing, |newest| Release::UpTo {
-                newest: *newest,
+                newest,
                 count: cut,
             })
         } else {
-            Release::Each(
-                done.into_iter()
-                    .filter_map(|h| h.delivery.map(|d| *d))
-                    .collect(),
-            )
+            Release::Each(done.into_iter().filter_map(|h| h.delivery).collect())
         }
     }
 
