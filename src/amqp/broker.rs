@@ -16,7 +16,7 @@ use log::{debug, info, warn};
 use std::fmt;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,10 +90,6 @@ struct Link {
     id: u64,
     connection: Mutex<Option<Connection>>,
     calls: Arc<Calls>,
-    /// True while a request is opening a channel on this connection; others wait their turn
-    /// on `turn`, giving up when the connection stalls.
-    opening: Mutex<bool>,
-    turn: Condvar,
 }
 
 /// A channel, the name of the connection it came from (for logs), and that connection's calls.
@@ -405,8 +401,6 @@ impl Broker {
             id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
             connection: Mutex::new(Some(connection)),
             calls: Arc::new(Calls::new(Arc::clone(&self.metrics))),
-            opening: Mutex::new(false),
-            turn: Condvar::new(),
         });
         Ok((link, blocked))
     }
@@ -516,44 +510,25 @@ enum OpenError {
 }
 
 impl Link {
+    /// A channel of this connection. The channel id is taken under the connection's lock, on
+    /// amiquip's I/O thread, which answers at once; the round trip to the broker is outside
+    /// it, so that a burst of streams opens its channels side by side.
     fn open_channel(&self) -> Result<Channel, OpenError> {
-        // Another request may be stuck opening a channel on a silent broker: wait for our turn
-        // only as long as the connection does not count as stalled.
-        {
-            let mut busy = lock(&self.opening);
-            loop {
-                if self.calls.stalled() {
-                    return Err(OpenError::Stalled);
-                }
-                if !*busy {
-                    break;
-                }
-                busy = self
-                    .turn
-                    .wait_timeout(busy, Duration::from_millis(100))
-                    .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
-            }
-            *busy = true;
+        // A connection whose calls go unanswered gets no more.
+        if self.calls.stalled() {
+            return Err(OpenError::Stalled);
         }
-        let _turn = Turn(self);
-        let mut connection = lock(&self.connection);
-        let connection = connection.as_mut().ok_or(OpenError::Gone)?;
-        self.calls
-            .during(|| connection.open_channel(None))
-            .map_err(|e| match e {
+        let allocated = {
+            let mut connection = lock(&self.connection);
+            let connection = connection.as_mut().ok_or(OpenError::Gone)?;
+            connection.allocate_channel(None).map_err(|e| match e {
                 amiquip::Error::ExhaustedChannelIds => OpenError::Exhausted,
                 e => OpenError::Amqp(e),
-            })
-    }
-}
-
-/// Ends a request's turn at opening a channel, however the opening ended.
-struct Turn<'a>(&'a Link);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.opening) = false;
-        self.0.turn.notify_one();
+            })?
+        };
+        self.calls
+            .during(|| allocated.open())
+            .map_err(OpenError::Amqp)
     }
 }
 

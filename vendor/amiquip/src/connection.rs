@@ -1,6 +1,6 @@
 use crate::connection_options::ConnectionOptions;
 use crate::errors::*;
-use crate::io_loop::{Channel0Handle, IoLoop};
+use crate::io_loop::{AllocatedChannelHandle, Channel0Handle, IoLoop};
 use crate::{Channel, FieldTable, IoStream, Sasl};
 use crossbeam_channel::Receiver;
 use log::debug;
@@ -92,6 +92,17 @@ impl ConnectionTuning {
             buffered_writes_low_water,
             ..self
         }
+    }
+}
+
+/// A channel id taken on a connection by [`Connection::allocate_channel`], to be opened.
+#[derive(Debug)]
+pub struct AllocatedChannel(AllocatedChannelHandle);
+
+impl AllocatedChannel {
+    /// Open the channel with the server (a round trip).
+    pub fn open(self) -> Result<Channel> {
+        Ok(Channel::new(self.0.open()?))
     }
 }
 
@@ -331,6 +342,14 @@ impl Connection {
     pub fn open_channel(&mut self, channel_id: Option<u16>) -> Result<Channel> {
         let handle = self.channel0.open_channel(channel_id)?;
         Ok(Channel::new(handle))
+    }
+
+    /// Take a channel id on this connection without opening the channel with the server yet:
+    /// [`AllocatedChannel::open`] does the round trip, and needs no borrow of the connection,
+    /// so that several channels of one connection can be opened at once.
+    pub fn allocate_channel(&mut self, channel_id: Option<u16>) -> Result<AllocatedChannel> {
+        let handle = self.channel0.allocate_channel(channel_id)?;
+        Ok(AllocatedChannel(handle))
     }
 
     /// Open a crossbeam channel to receive [connection blocked

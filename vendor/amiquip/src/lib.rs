@@ -190,7 +190,9 @@ mod stream;
 pub use auth::{Auth, Sasl};
 pub use channel::Channel;
 pub use confirm::{Confirm, ConfirmPayload, ConfirmSmoother};
-pub use connection::{Connection, ConnectionBlockedNotification, ConnectionTuning};
+pub use connection::{
+    AllocatedChannel, Connection, ConnectionBlockedNotification, ConnectionTuning,
+};
 pub use connection_options::ConnectionOptions;
 pub use consumer::{Consumer, ConsumerMessage, ConsumerOptions};
 pub use delivery::Delivery;

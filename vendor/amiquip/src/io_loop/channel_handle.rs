@@ -58,18 +58,41 @@ impl Channel0Handle {
     }
 
     pub(crate) fn open_channel(&mut self, channel_id: Option<u16>) -> Result<ChannelHandle> {
-        let mut handle = self.handle.allocate_channel(channel_id)?;
+        self.allocate_channel(channel_id)?.open()
+    }
 
+    pub(crate) fn allocate_channel(
+        &mut self,
+        channel_id: Option<u16>,
+    ) -> Result<AllocatedChannelHandle> {
+        let handle = self.handle.allocate_channel(channel_id)?;
+        Ok(AllocatedChannelHandle {
+            handle,
+            frame_max: self.frame_max,
+        })
+    }
+}
+
+/// A channel id taken on the I/O thread, not yet opened with the server.
+#[derive(Debug)]
+pub(crate) struct AllocatedChannelHandle {
+    handle: IoLoopHandle,
+    frame_max: usize,
+}
+
+impl AllocatedChannelHandle {
+    pub(crate) fn open(self) -> Result<ChannelHandle> {
+        let AllocatedChannelHandle {
+            mut handle,
+            frame_max,
+        } = self;
         debug!("opening channel {}", handle.channel_id());
         let out_of_band = String::new();
         let open = AmqpChannel::Open(ChannelOpen { out_of_band });
 
         let open_ok = handle.call::<_, ChannelOpenOk>(open)?;
         trace!("got open-ok: {:?}", open_ok);
-        Ok(ChannelHandle {
-            handle,
-            frame_max: self.frame_max,
-        })
+        Ok(ChannelHandle { handle, frame_max })
     }
 }
 

@@ -34,7 +34,7 @@ mod handshake_state;
 mod heartbeat_timers;
 mod io_loop_handle;
 
-pub(crate) use channel_handle::{Channel0Handle, ChannelHandle};
+pub(crate) use channel_handle::{AllocatedChannelHandle, Channel0Handle, ChannelHandle};
 use channel_slots::ChannelSlots;
 use connection_state::ConnectionState;
 use content_collector::ContentCollector;
