@@ -17,18 +17,6 @@ pub trait Tagged {
     fn tag(&self) -> u64;
 }
 
-impl Tagged for amiquip::Delivery {
-    fn tag(&self) -> u64 {
-        self.delivery_tag()
-    }
-}
-
-impl<T: Tagged> Tagged for Box<T> {
-    fn tag(&self) -> u64 {
-        (**self).tag()
-    }
-}
-
 impl Tagged for u64 {
     fn tag(&self) -> u64 {
         *self
@@ -70,9 +58,9 @@ impl<T> Release<T> {
 
 struct Held<T> {
     tag: u64,
-    /// Kept only where an ack can land: the last delivery of a batch written in tag order, or
-    /// every delivery of one that is not (a resumed stream's first). amiquip acks only through
-    /// a delivery, and a few thousand of them (384 bytes each) would not stay in cache.
+    /// Kept only where an ack lands: the last delivery of a batch written in tag order (one
+    /// `multiple` ack covers the batch), or every delivery of one that is not (a resumed
+    /// stream's first).
     delivery: Option<T>,
     /// The stream offset just past this delivery's frame.
     end: u64,
@@ -135,6 +123,24 @@ impl<T: Tagged> AckWindow<T> {
         self.held.len()
     }
 
+    /// Room for this many held deliveries is kept whatever was held before.
+    const KEEP: usize = 32;
+
+    /// Gives back the room a burst took once most of it is empty: an idle stream of thousands
+    /// must not keep the size of its largest burst.
+    fn shrink_after_burst(&mut self) {
+        let room = self.held.capacity();
+        if room > Self::KEEP && self.held.len() * 4 < room {
+            self.held.shrink_to((self.held.len() * 2).max(Self::KEEP));
+        }
+    }
+
+    /// The room the window has for held deliveries now.
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.held.capacity()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
@@ -150,6 +156,7 @@ impl<T: Tagged> AckWindow<T> {
         };
         let done: Vec<Held<T>> = self.held.drain(..cut).collect();
         self.bytes -= done.iter().map(|h| h.bytes).sum::<u64>();
+        self.shrink_after_burst();
         if !self.in_order {
             self.in_order = self
                 .held
@@ -368,6 +375,22 @@ mod tests {
     }
 
     /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
+    #[test]
+    fn the_room_of_a_burst_is_given_back_once_released() {
+        let bounds = Bounds {
+            messages: 0,
+            bytes: u64::MAX,
+            age: Duration::from_secs(3600),
+        };
+        let mut window = AckWindow::new(bounds);
+        let now = Instant::now();
+        let burst: Vec<(u64, u64, u64)> = (1..=1000).map(|t| (t, t * 10, 10)).collect();
+        window.hold_batch(burst, now);
+        assert!(window.room() >= 1000);
+        assert_eq!(window.release(10_000, now).count(), 1000);
+        assert!(window.room() <= 64, "room for {} kept", window.room());
+    }
+
     fn batch(window: &AckWindow<u64>, tags: &[u64]) -> Vec<(u64, u64, u64)> {
         let start = window.len() as u64 * 10;
         tags.iter()

@@ -690,8 +690,12 @@ impl Channel {
     }
 
     pub(crate) fn basic_ack(&self, delivery: Delivery, multiple: bool) -> Result<()> {
+        self.basic_ack_tag(delivery.delivery_tag(), multiple)
+    }
+
+    pub(crate) fn basic_ack_tag(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
         self.call_nowait(AmqpBasic::Ack(Ack {
-            delivery_tag: delivery.delivery_tag(),
+            delivery_tag,
             multiple,
         }))
     }

@@ -182,6 +182,13 @@ impl Consumer<'_> {
         delivery.ack_multiple(self.channel)
     }
 
+    /// Acks the delivery with `delivery_tag`, which came to this consumer (and, with
+    /// `multiple`, every earlier one on the channel): for a caller that keeps the tags of the
+    /// deliveries it still has to ack rather than the deliveries themselves.
+    pub fn ack_tag(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        self.channel.basic_ack_tag(delivery_tag, multiple)
+    }
+
     /// Calls [`Delivery::nack`](struct.Delivery.html#method.nack) on `delivery` using the channel
     /// that contains this consumer. See the note on that method about taking care not to nack
     /// deliveries across channels.
