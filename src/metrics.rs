@@ -29,6 +29,9 @@ pub struct Metrics {
     pub workers_limit: AtomicUsize,
     pub workers_live: Gauge,
     pub workers_busy: Gauge,
+    /// The most of a worker's stack found in memory after a request: what the stack size
+    /// must leave room for.
+    pub worker_stack_peak: AtomicUsize,
     /// Set by SIGTERM with `server.drain`: not ready, new streams refused.
     pub draining: AtomicBool,
     /// Refusals by reason, since start.
@@ -130,6 +133,7 @@ impl Default for Metrics {
             workers_limit: AtomicUsize::new(0),
             workers_live: Gauge::default(),
             workers_busy: Gauge::default(),
+            worker_stack_peak: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             refusals: Mutex::new(BTreeMap::new()),
             per_second: Mutex::new(SecondWindow::default()),
@@ -225,6 +229,12 @@ impl Metrics {
             "gauge",
             "Worker threads: the pool's bound, alive, serving.",
             &workers,
+        );
+        metric(
+            "eventsourced_worker_stack_peak_bytes",
+            "gauge",
+            "The most of a worker thread's stack in memory after a request.",
+            &plain(load(&self.worker_stack_peak)),
         );
         metric(
             "eventsourced_draining",

@@ -175,6 +175,60 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     }
 }
 
+/// Bytes of the calling thread's stack mapping that are in memory: the pages it has touched
+/// (with the C library's thread data at the top), which stay resident while the thread lives.
+/// `None` where the stack cannot be found.
+pub fn own_stack_resident() -> Option<usize> {
+    // SAFETY: pthread_getattr_np fills the attr we own (destroyed below); mincore writes one
+    // byte per page into a vector sized for the range, which is the thread's own mapping.
+    unsafe {
+        let mut attr = std::mem::zeroed::<libc::pthread_attr_t>();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut base = std::ptr::null_mut::<libc::c_void>();
+        let mut size = 0usize;
+        let found = libc::pthread_attr_getstack(&attr, &mut base, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).ok()?;
+        if found != 0 || base.is_null() || page == 0 {
+            return None;
+        }
+        // The range must start on a page.
+        let start = (base as usize) & !(page - 1);
+        let length = base as usize + size - start;
+        let mut pages = vec![0u8; length.div_ceil(page)];
+        if libc::mincore(start as *mut libc::c_void, length, pages.as_mut_ptr()) != 0 {
+            return None;
+        }
+        Some(pages.iter().filter(|&&p| p & 1 == 1).count() * page)
+    }
+}
+
+/// Has glibc's malloc give large blocks (a burst's write buffer, say) back to the system when
+/// they are freed. By default it raises its threshold for mapping a block of its own to the
+/// largest block freed so far, so after one burst every later one comes from the heap, which
+/// is rarely given back; a fixed threshold keeps them separate. musl's allocator gives large
+/// blocks back on its own.
+pub fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Has glibc's malloc give the free pages inside its heaps back to the system: a stream's
+/// deliveries are allocated on a broker connection's thread and freed on the stream's, and what
+/// a burst left free stays in the heap otherwise. musl needs no asking.
+pub fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, …)`, Linux 6.16 and later.
 const PR_FUTEX_HASH: libc::c_int = 78;
 const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;

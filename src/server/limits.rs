@@ -2,7 +2,8 @@
 //! (a socket each), threads (a worker each: `RLIMIT_NPROC`, `kernel.threads-max`,
 //! `kernel.pid_max`) and memory mappings (each thread's stack and guard page:
 //! `vm.max_map_count`). Checked once at start, so that a pool larger than the system allows is
-//! said plainly instead of failing at the ten-thousandth stream.
+//! said plainly instead of failing at the ten-thousandth stream. And the process's own settings
+//! that thousands of threads make matter (`fit_process`).
 
 use crate::sys;
 use log::{debug, info, warn};
@@ -55,12 +56,6 @@ pub fn check(workers: usize, pending: usize) {
             );
         }
     }
-    // A slot for each thread that may wait, so that a wake finds its thread at once.
-    let slots = (threads as usize).next_power_of_two();
-    match sys::size_futex_table(slots) {
-        Ok(()) => debug!("futex table: {slots} slots"),
-        Err(e) => debug!("futex table left as the kernel sized it ({e})"),
-    }
     // A thread's stack and its guard page are two mappings.
     if let Some(maps) = proc_number("/proc/sys/vm/max_map_count") {
         let needed = 2 * threads + 1024;
@@ -78,4 +73,15 @@ pub fn check(workers: usize, pending: usize) {
 /// A number from a `/proc/sys` file; `None` where there is none (not Linux, no `/proc`).
 fn proc_number(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Fits the process to a pool of `workers`: a futex slot for each thread that may wait, so
+/// that a wake finds its thread at once, and glibc's large blocks given back when freed.
+pub fn fit_process(workers: usize) {
+    sys::return_large_blocks();
+    let slots = (workers + SPARE_THREADS as usize).next_power_of_two();
+    match sys::size_futex_table(slots) {
+        Ok(()) => debug!("futex table: {slots} slots"),
+        Err(e) => debug!("futex table left as the kernel sized it ({e})"),
+    }
 }

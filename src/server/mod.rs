@@ -7,6 +7,7 @@ mod pool;
 mod routes;
 mod settings;
 
+pub use pool::WORKER_STACK;
 pub use settings::dial;
 
 use crate::amqp::Broker;
@@ -218,6 +219,7 @@ impl Server {
         // awaited together.
         let max_pending = reception::MIN_PENDING.max(config.server.workers.saturating_mul(2));
         limits::check(config.server.workers, max_pending);
+        limits::fit_process(config.server.workers);
         let reception = reception::start(
             Duration::from_secs(config.server.request_timeout),
             max_pending,
