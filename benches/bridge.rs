@@ -76,7 +76,18 @@ fn main() {
             .map_or(vec![1000, 10_000], |n| vec![n]);
         for n in counts {
             rows.extend(set_up_and_come_back(n, "release"));
+            // The Go original, when a build of it is named: the same clients, the same queues.
+            if let Ok(go) = std::env::var("EVENTSOURCED_GO_BIN") {
+                rows.push(go_set_up(n, &go));
+            }
         }
+    }
+    if run("traffic") {
+        for (label, binary) in &builds {
+            use_build(binary);
+            rows.extend(memory_after_traffic(1000, label));
+        }
+        use_build(&None);
     }
     if run("idle") {
         for (label, binary) in &builds {
@@ -493,6 +504,7 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
     let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
     thread::sleep(Duration::from_secs(1));
     let rss = proc_status(pid, "VmRSS:");
+    let stack = metric(&server, "eventsourced_worker_stack_peak_bytes");
     let per_stream = rss.saturating_sub(rss_before) as f64 / streaming.max(1) as f64;
     let mut rows = vec![
         row(
@@ -511,7 +523,12 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
             &format!("{build}: {count} streams after 4 messages: RSS per stream"),
             format!("{per_stream:.1} KiB"),
             "",
-            format!("{} MiB in all", rss / 1024),
+            format!(
+                "{} MiB in all; the most of a worker's stack in memory: {} KiB of {} KiB",
+                rss / 1024,
+                stack / 1024,
+                eventsourced::server::WORKER_STACK / 1024
+            ),
         ),
     ];
     // The restart: the old server drains and ends; two more messages wait in every queue.
@@ -553,4 +570,187 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
         ),
     ));
     rows
+}
+
+/// A sample of the server's `/metrics`, 0 when absent.
+fn metric(server: &Server, name: &str) -> u64 {
+    let response = server.get("/metrics", &[]);
+    String::from_utf8_lossy(&response.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The Go original serving the same load as `set_up_and_come_back`'s first part: `count`
+/// clients at once, four messages each. It reads `config.yml` beside its binary, so the binary
+/// is copied into a directory of its own; one broker connection per 1,500 streams (it opens at
+/// most 2,047 channels on each).
+fn go_set_up(count: usize, binary: &str) -> Row {
+    let dir = TempDir::new("go-original");
+    let copy = dir.path.join("eventsourced");
+    let address = free_address();
+    let broker = std::env::var("EVENTSOURCED_TEST_AMQP").unwrap_or_default();
+    let nodes = format!("    - {broker}\n").repeat(count / 1500 + 1);
+    let written = std::fs::copy(binary, &copy).and_then(|_| {
+        std::fs::write(
+            dir.path.join("config.yml"),
+            format!(
+                "server:\n  address: {address}\nbroker:\n  node:\n{nodes}queue:\n  pattern: ${{query:id}}\n  expires: 1800\n"
+            ),
+        )
+    });
+    let what = format!("Go original: {count} clients at once, 4 messages each: all served after");
+    if let Err(e) = written {
+        return row(&what, "-".into(), "", format!("cannot set it up: {e}"));
+    }
+    let Ok(mut child) = std::process::Command::new(&copy)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return row(&what, "-".into(), "", "cannot start it".into());
+    };
+    let addr: std::net::SocketAddr = address.parse().expect("a socket address");
+    let up = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() && Instant::now() < up {
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Its broker connections open at start; give them the moment they take.
+    thread::sleep(Duration::from_secs(1));
+    let amqp = Amqp::connect();
+    let prefix = unique("bench-go");
+    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for queue in &queues {
+        amqp.declare(queue);
+        for n in 0..4 {
+            amqp.publish(queue, &n.to_string());
+        }
+    }
+    let pid = child.id() as i32;
+    let cpu = process_cpu(pid);
+    let mut crowd = crowd::Crowd::new(addr);
+    let began = Instant::now();
+    for queue in &queues {
+        crowd.open(queue);
+    }
+    let all = crowd.run_until(began + Duration::from_secs(180), |c| c.data.len() >= 4);
+    let wall = began.elapsed().as_secs_f64();
+    let cpu = process_cpu(pid) - cpu;
+    let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
+    thread::sleep(Duration::from_secs(1));
+    let rss = proc_status(pid, "VmRSS:");
+    crowd.close_all();
+    let _ = child.kill();
+    let _ = child.wait();
+    for queue in &queues {
+        amqp.delete(queue);
+    }
+    row(
+        &what,
+        format!("{wall:.1} s{}", if all { "" } else { " (not all)" }),
+        "",
+        format!(
+            "{streaming} of {count} streaming; CPU per stream set-up {:.2} ms; {} MiB RSS \
+             ({:.1} KiB a stream); {} broker connections",
+            cpu * 1000.0 / count as f64,
+            rss / 1024,
+            rss as f64 / streaming.max(1) as f64,
+            count / 1500 + 1
+        ),
+    )
+}
+
+/// Server threads and RSS, from /proc.
+fn threads_and_rss(pid: i32) -> (u64, u64) {
+    (proc_status(pid, "Threads:"), proc_status(pid, "VmRSS:"))
+}
+
+/// RSS per stream after traffic: `count` streams each read 42 messages of 100 bytes; then a
+/// fiftieth of them a burst of 1,000 messages of 10 KB; then every client leaves, and the
+/// server's idle workers end. Each figure is the RSS above the server's with no client.
+fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
+    let workers = (count + 100).to_string();
+    let server = Server::start(&[("EVENTSOURCED_SERVER_WORKERS", workers.as_str())]).ready();
+    let pid = server.pid();
+    thread::sleep(Duration::from_millis(300));
+    let (threads_before, rss_before) = threads_and_rss(pid);
+    let per_stream = |rss: u64| rss.saturating_sub(rss_before) as f64 / count as f64;
+    let amqp = Amqp::connect();
+    let prefix = unique("bench-traffic");
+    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for queue in &queues {
+        amqp.declare(queue);
+    }
+    let mut crowd = crowd::Crowd::new(server.addr);
+    for queue in &queues {
+        crowd.open(queue);
+    }
+    let deadline = || Instant::now() + Duration::from_secs(120);
+    crowd.run_until(deadline(), crowd::Client::streaming);
+    let (_, idle) = threads_and_rss(pid);
+    let small = format!("{:0>100}", 0);
+    for queue in &queues {
+        for _ in 0..42 {
+            amqp.publish(queue, &small);
+        }
+    }
+    let all_small = crowd.run_until(deadline(), |c| c.data.len() >= 42);
+    thread::sleep(Duration::from_secs(1));
+    let (_, after_small) = threads_and_rss(pid);
+    let large = format!("{:0>10000}", 0);
+    let bursts = count / 50;
+    for queue in &queues[..bursts] {
+        for _ in 0..1000 {
+            amqp.publish(queue, &large);
+        }
+    }
+    let burst = &queues[..bursts];
+    let all_burst = crowd.run_until(deadline(), |c| {
+        !burst.contains(&c.queue) || c.data.len() >= 1042
+    });
+    thread::sleep(Duration::from_secs(1));
+    let (_, after_burst) = threads_and_rss(pid);
+    let stack = metric(&server, "eventsourced_worker_stack_peak_bytes");
+    crowd.close_all();
+    // Idle workers end after a minute; wait for them, at most two.
+    let end = Instant::now() + Duration::from_secs(120);
+    while threads_and_rss(pid).0 > threads_before + 2 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(500));
+    }
+    let (threads_after, after_close) = threads_and_rss(pid);
+    let stack = stack.max(metric(&server, "eventsourced_worker_stack_peak_bytes"));
+    for queue in &queues {
+        amqp.delete(queue);
+    }
+    let complete = |done: bool| if done { "" } else { " (not all delivered)" };
+    vec![
+        row(
+            &format!("{build}: {count} streams: RSS per stream idle, after 42 × 100 B, after a burst of 1,000 × 10 KB to {bursts} of them"),
+            format!(
+                "{:.1}, {:.1}{}, {:.1}{} KiB",
+                per_stream(idle),
+                per_stream(after_small),
+                complete(all_small),
+                per_stream(after_burst),
+                complete(all_burst)
+            ),
+            "",
+            format!(
+                "RSS with no client {rss_before} KiB; the burst's messages stay held, unacked, for \
+                 queue.replay_age; the most of a worker's stack in memory {} KiB of {} KiB",
+                stack / 1024,
+                eventsourced::server::WORKER_STACK / 1024
+            ),
+        ),
+        row(
+            &format!("{build}: RSS after those {count} clients left and idle workers ended"),
+            format!("{} KiB", after_close),
+            &format!("{rss_before} KiB before any client"),
+            format!(
+                "{threads_after} threads ({threads_before} before); peak was {} KiB",
+                after_burst.max(after_small)
+            ),
+        ),
+    ]
 }
