@@ -82,6 +82,9 @@ fn main() {
             }
         }
     }
+    if run("fanout") {
+        rows.push(fanout(1000, 100));
+    }
     if run("traffic") {
         for (label, binary) in &builds {
             use_build(binary);
@@ -753,4 +756,133 @@ fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
             ),
         ),
     ]
+}
+
+/// `streams` streams bound to one fanout exchange, `messages` published to it: the aggregate
+/// rate at which the clients receive them, against `streams` raw amiquip consumers on the same
+/// queues (the same QoS, a `multiple` ack per batch) in the same run: the broker's own limit.
+fn fanout(streams: usize, messages: usize) -> Row {
+    let amqp = Amqp::connect();
+    let exchange = unique("bench-fanout");
+    amqp.exchange(&exchange, amiquip::ExchangeType::Fanout);
+    let prefix = unique("bench-fanout-q");
+    let queues: Vec<String> = (0..streams).map(|i| format!("{prefix}-{i}")).collect();
+    let total = streams * messages;
+    let body = format!("{:0>100}", 0);
+    let publish = |amqp: &Amqp| {
+        for _ in 0..messages {
+            amqp.publish_to(&exchange, "", &body);
+        }
+    };
+    let deadline = || Instant::now() + Duration::from_secs(120);
+
+    let bind = format!("[{{exchange: {exchange}}}]");
+    let workers = (streams + 100).to_string();
+    let server = Server::start(&[
+        ("EVENTSOURCED_QUEUE_BIND", bind.as_str()),
+        ("EVENTSOURCED_SERVER_WORKERS", workers.as_str()),
+    ])
+    .ready();
+    let mut crowd = crowd::Crowd::new(server.addr);
+    for queue in &queues {
+        crowd.open(queue);
+    }
+    crowd.run_until(deadline(), crowd::Client::streaming);
+    let began = Instant::now();
+    publish(&amqp);
+    crowd.run_until(deadline(), |c| c.data.len() >= messages);
+    let bridge_time = began.elapsed().as_secs_f64();
+    let bridge_got: usize = crowd
+        .clients
+        .iter()
+        .map(|c| c.data.len().min(messages))
+        .sum();
+    crowd.close_all();
+    drop(server);
+    // What the streams held goes back to their queues: the baseline starts from empty ones.
+    for queue in &queues {
+        amqp.delete(queue);
+        amqp.declare(queue);
+        amqp.channel()
+            .queue_bind(queue.as_str(), exchange.as_str(), "", Default::default())
+            .expect("bind the queue");
+    }
+
+    // The baseline: ten connections of a hundred consumers each, every queue its own consumer.
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ready = Arc::new(std::sync::Barrier::new(11));
+    let stop = Arc::new(AtomicBool::new(false));
+    let qos = qos();
+    let consumers: Vec<_> = queues
+        .chunks(streams.div_ceil(10))
+        .map(|chunk| {
+            let (chunk, received, ready, stop) = (
+                chunk.to_vec(),
+                Arc::clone(&received),
+                Arc::clone(&ready),
+                Arc::clone(&stop),
+            );
+            thread::spawn(move || {
+                let mut connection = support::amqp_connection();
+                let channels: Vec<_> = chunk
+                    .iter()
+                    .map(|_| connection.open_channel(None).expect("a channel"))
+                    .collect();
+                let consumers: Vec<_> = channels
+                    .iter()
+                    .zip(&chunk)
+                    .map(|(channel, queue)| {
+                        channel.qos(0, qos, false).expect("qos");
+                        channel
+                            .basic_consume(queue.as_str(), ConsumerOptions::default())
+                            .expect("consume")
+                    })
+                    .collect();
+                ready.wait();
+                let mut select = crossbeam_channel::Select::new();
+                for consumer in &consumers {
+                    select.recv(consumer.receiver());
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(index) = select.ready_timeout(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    let consumer = &consumers[index];
+                    let mut last = None;
+                    while let Ok(ConsumerMessage::Delivery(d)) = consumer.receiver().try_recv() {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        last = Some(d);
+                    }
+                    if let Some(last) = last {
+                        let _ = consumer.ack_multiple(*last);
+                    }
+                }
+                drop(consumers);
+                drop(channels);
+                let _ = connection.close();
+            })
+        })
+        .collect();
+    ready.wait();
+    let began = Instant::now();
+    publish(&amqp);
+    let end = deadline();
+    while received.load(Ordering::Relaxed) < total && Instant::now() < end {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let raw_time = began.elapsed().as_secs_f64();
+    let raw_got = received.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for consumer in consumers {
+        let _ = consumer.join();
+    }
+    for queue in &queues {
+        amqp.delete(queue);
+    }
+    row(
+        &format!("{streams} streams fed by one fanout exchange, {messages} messages: aggregate delivery rate"),
+        format!("{:.0} msg/s", bridge_got as f64 / bridge_time),
+        &format!("{:.0} msg/s ({streams} raw consumers)", raw_got as f64 / raw_time),
+        format!("{bridge_got} and {raw_got} of {total} delivered, each timed from the first publish"),
+    )
 }
