@@ -387,7 +387,7 @@ struct Session<'a> {
     client: &'a mut Client,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
-    window: AckWindow<u64>,
+    window: AckWindow,
     /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
     delivered: u64,

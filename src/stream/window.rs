@@ -12,17 +12,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// A delivery as the window needs it: its tag on the channel.
-pub trait Tagged {
-    fn tag(&self) -> u64;
-}
-
-impl Tagged for u64 {
-    fn tag(&self) -> u64 {
-        *self
-    }
-}
-
 /// How much the window holds at most; past any bound the oldest deliveries are acked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -56,20 +45,22 @@ impl<T> Release<T> {
     }
 }
 
-struct Held<T> {
+/// 40 bytes: a window may hold thousands, in each of thousands of streams.
+struct Held {
     tag: u64,
-    /// Kept only where an ack lands: the last delivery of a batch written in tag order (one
-    /// `multiple` ack covers the batch), or every delivery of one that is not (a resumed
-    /// stream's first).
-    delivery: Option<T>,
     /// The stream offset just past this delivery's frame.
     end: u64,
-    bytes: u64,
+    /// The frame's size.
+    bytes: u32,
+    /// Whether an ack lands here: on the last delivery of a batch written in tag order (one
+    /// `multiple` ack covers the batch), or on every delivery of one that is not (a resumed
+    /// stream's first).
+    ack_here: bool,
     written: Instant,
 }
 
-pub struct AckWindow<T> {
-    held: VecDeque<Held<T>>,
+pub struct AckWindow {
+    held: VecDeque<Held>,
     bounds: Bounds,
     bytes: u64,
     /// True while the held tags increase from oldest to newest: always, but while a resumed
@@ -77,8 +68,8 @@ pub struct AckWindow<T> {
     in_order: bool,
 }
 
-impl<T: Tagged> AckWindow<T> {
-    pub fn new(bounds: Bounds) -> AckWindow<T> {
+impl AckWindow {
+    pub fn new(bounds: Bounds) -> AckWindow {
         AckWindow {
             held: VecDeque::new(),
             bounds,
@@ -88,32 +79,31 @@ impl<T: Tagged> AckWindow<T> {
     }
 
     /// Holds `delivery`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
-    pub fn hold(&mut self, delivery: T, end: u64, bytes: u64, now: Instant) {
-        self.hold_batch(vec![(delivery, end, bytes)], now);
+    pub fn hold(&mut self, tag: u64, end: u64, bytes: u64, now: Instant) {
+        self.hold_batch(vec![(tag, end, bytes)], now);
     }
 
     /// Holds a batch written at `now` in one write: each delivery with the stream offset its
     /// frame ends at and the frame's size. Batches are held in the order written.
-    pub fn hold_batch(&mut self, batch: Vec<(T, u64, u64)>, now: Instant) {
+    pub fn hold_batch(&mut self, batch: Vec<(u64, u64, u64)>, now: Instant) {
         let newest = self.held.back().map(|h| h.tag);
         let mut previous = newest;
-        let increasing = batch.iter().all(|(delivery, _, _)| {
-            let tag = delivery.tag();
+        let increasing = batch.iter().all(|&(tag, _, _)| {
             let above = previous.map_or(true, |p| tag > p);
             previous = Some(tag);
             above
         });
         self.in_order &= increasing;
         let last = batch.len().saturating_sub(1);
-        for (index, (delivery, end, bytes)) in batch.into_iter().enumerate() {
-            self.bytes += bytes;
-            let tag = delivery.tag();
-            let keep = !increasing || index == last;
+        for (index, (tag, end, bytes)) in batch.into_iter().enumerate() {
+            // A frame is at most a message, and RabbitMQ's are at most 512 MiB.
+            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+            self.bytes += u64::from(bytes);
             self.held.push_back(Held {
                 tag,
-                delivery: keep.then_some(delivery),
                 end,
                 bytes,
+                ack_here: !increasing || index == last,
                 written: now,
             });
         }
@@ -148,14 +138,14 @@ impl<T: Tagged> AckWindow<T> {
     /// Acks the oldest deliveries that are past a bound at `now`, as far as the client's TCP
     /// has acknowledged the stream (`received`, an offset), and as far as an ack can reach:
     /// in whole write batches.
-    pub fn release(&mut self, received: u64, now: Instant) -> Release<T> {
+    pub fn release(&mut self, received: u64, now: Instant) -> Release<u64> {
         let due = self.due(Some(received), now);
         let (cut, multiple) = match self.ackable(due) {
             Some(found) => found,
             None => return Release::Nothing,
         };
-        let done: Vec<Held<T>> = self.held.drain(..cut).collect();
-        self.bytes -= done.iter().map(|h| h.bytes).sum::<u64>();
+        let done: Vec<Held> = self.held.drain(..cut).collect();
+        self.bytes -= done.iter().map(|h| u64::from(h.bytes)).sum::<u64>();
         self.shrink_after_burst();
         if !self.in_order {
             self.in_order = self
@@ -168,13 +158,19 @@ impl<T: Tagged> AckWindow<T> {
             let newest = done
                 .into_iter()
                 .max_by_key(|h| h.tag)
-                .and_then(|h| h.delivery);
+                .filter(|h| h.ack_here)
+                .map(|h| h.tag);
             newest.map_or(Release::Nothing, |newest| Release::UpTo {
                 newest,
                 count: cut,
             })
         } else {
-            Release::Each(done.into_iter().filter_map(|h| h.delivery).collect())
+            Release::Each(
+                done.into_iter()
+                    .filter(|h| h.ack_here)
+                    .map(|h| h.tag)
+                    .collect(),
+            )
         }
     }
 
@@ -190,7 +186,7 @@ impl<T: Tagged> AckWindow<T> {
             if !over || received.is_some_and(|r| held.end > r) {
                 break;
             }
-            bytes -= held.bytes;
+            bytes -= u64::from(held.bytes);
             due += 1;
         }
         due
@@ -201,9 +197,7 @@ impl<T: Tagged> AckWindow<T> {
     fn ackable(&self, due: usize) -> Option<(usize, bool)> {
         if self.in_order {
             // Tags increase: a multiple ack on the newest released, where a delivery was kept.
-            let cut = (1..=due)
-                .rev()
-                .find(|&cut| self.held[cut - 1].delivery.is_some())?;
+            let cut = (1..=due).rev().find(|&cut| self.held[cut - 1].ack_here)?;
             return Some((cut, true));
         }
         // A resumed stream's first batch is held: look for the longest cut that one multiple
@@ -219,9 +213,9 @@ impl<T: Tagged> AckWindow<T> {
             let cut = index + 1;
             if held.tag >= highest {
                 highest = held.tag;
-                highest_kept = held.delivery.is_some();
+                highest_kept = held.ack_here;
             }
-            all_kept &= held.delivery.is_some();
+            all_kept &= held.ack_here;
             if lowest_after[cut] > highest && highest_kept {
                 best = Some((cut, true));
             } else if all_kept {
@@ -280,7 +274,7 @@ mod tests {
     }
 
     /// Holds tags `tags` as 10-byte frames written back to back from offset `start`.
-    fn fill(window: &mut AckWindow<u64>, tags: impl IntoIterator<Item = u64>, at: Instant) {
+    fn fill(window: &mut AckWindow, tags: impl IntoIterator<Item = u64>, at: Instant) {
         for tag in tags {
             let end = (window.len() as u64 + 1) * 10;
             window.hold(tag, end, 10, at);
@@ -376,6 +370,11 @@ mod tests {
 
     /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
     #[test]
+    fn a_held_delivery_takes_forty_bytes() {
+        assert_eq!(std::mem::size_of::<Held>(), 40);
+    }
+
+    #[test]
     fn the_room_of_a_burst_is_given_back_once_released() {
         let bounds = Bounds {
             messages: 0,
@@ -391,7 +390,7 @@ mod tests {
         assert!(window.room() <= 64, "room for {} kept", window.room());
     }
 
-    fn batch(window: &AckWindow<u64>, tags: &[u64]) -> Vec<(u64, u64, u64)> {
+    fn batch(window: &AckWindow, tags: &[u64]) -> Vec<(u64, u64, u64)> {
         let start = window.len() as u64 * 10;
         tags.iter()
             .enumerate()
@@ -443,7 +442,7 @@ mod tests {
     #[test]
     fn an_empty_window_has_no_expiry_and_releases_nothing() {
         let now = Instant::now();
-        let mut window: AckWindow<u64> = AckWindow::new(bounds(0, 0, 0));
+        let mut window: AckWindow = AckWindow::new(bounds(0, 0, 0));
         assert_eq!(window.next_expiry(), None);
         assert_eq!(window.release(LOTS, now), Release::Nothing);
         assert!(!window.waiting_on_client_tcp(0, now));
