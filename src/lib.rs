@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod publish;
 pub mod random;

@@ -78,7 +78,7 @@ fn proc_number(path: &str) -> Option<u64> {
 /// Fits the process to a pool of `workers`: a futex slot for each thread that may wait, so
 /// that a wake finds its thread at once, and glibc's large blocks given back when freed.
 pub fn fit_process(workers: usize) {
-    sys::return_large_blocks();
+    crate::memory::set_up();
     let slots = (workers + SPARE_THREADS as usize).next_power_of_two();
     match sys::size_futex_table(slots) {
         Ok(()) => debug!("futex table: {slots} slots"),

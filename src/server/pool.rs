@@ -7,35 +7,14 @@ use crate::refusal::Refusal;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{error, warn};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Stack of a worker thread: a stream needs little, and thousands of them are the point.
 pub const WORKER_STACK: usize = 128 * 1024;
 /// A worker with nothing to do for this long ends; the pool grows again on demand.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
-/// How often, at most, memory freed by ended streams is given back to the system.
-const GIVE_BACK_EVERY: Duration = Duration::from_secs(1);
-/// How long a worker waits for its next request before giving freed memory back.
-const QUIET: Duration = Duration::from_secs(2);
-
-/// When freed memory was last given back.
-static GIVEN_BACK: Mutex<Option<Instant>> = Mutex::new(None);
-
-/// Gives freed memory back to the system, at most every `GIVE_BACK_EVERY`, by whichever worker
-/// ends a request first after that.
-fn give_back_now_and_then() {
-    let Ok(mut last) = GIVEN_BACK.try_lock() else {
-        return;
-    };
-    if last.is_some_and(|at| at.elapsed() < GIVE_BACK_EVERY) {
-        return;
-    }
-    crate::sys::give_back_free_memory();
-    *last = Some(Instant::now());
-}
-
 /// What a worker does with a request, and how the pool refuses one when every worker is busy.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request);
@@ -106,18 +85,18 @@ impl<H: Handler> Pool<H> {
                     }
                     // Quiet for a moment: what the ended streams freed is given back (by one
                     // worker of those that ended together, after the last of them).
-                    next = match jobs.recv_timeout(QUIET) {
+                    next = match jobs.recv_timeout(crate::memory::QUIET) {
                         Ok(request) => Some(request),
                         Err(RecvTimeoutError::Timeout) => {
-                            give_back_now_and_then();
-                            jobs.recv_timeout(WORKER_IDLE - QUIET).ok()
+                            crate::memory::give_back_now_and_then();
+                            jobs.recv_timeout(WORKER_IDLE - crate::memory::QUIET).ok()
                         }
                         Err(RecvTimeoutError::Disconnected) => None,
                     };
                 }
                 drop(_live);
                 // What the workers that ended before this one freed with their threads.
-                give_back_now_and_then();
+                crate::memory::give_back_now_and_then();
             });
         if let Err(e) = spawned {
             warn!("cannot start a worker thread: {e}");

@@ -8,6 +8,7 @@ use crate::amqp::broker::{BrokerError, Calls, Lease};
 use crate::amqp::{control, holder, queue, Broker};
 use crate::http::sse;
 use crate::http::{Client, RequestHead, Responder};
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
 use crate::stream::event_id;
@@ -234,6 +235,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         window: AckWindow::new(settings.window),
         written: 0,
         delivered: 0,
+        burst_written: None,
     };
     let end = session.run(last_event_id.as_deref(), &claim.stop, gone);
     let delivered = session.delivered;
@@ -391,6 +393,9 @@ struct Session<'a> {
     /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
     delivered: u64,
+    /// When the newest write of a burst (`memory::BURST`) went out, until what it freed has
+    /// been given back.
+    burst_written: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -433,6 +438,7 @@ impl Session<'_> {
                 recv(taken_over) -> _ => return End::TakenOver,
                 recv(client_gone) -> _ => return End::ClientGone(closed()),
                 default(idle) => {
+                    self.give_back_after_burst();
                     if last_write.elapsed() >= keepalive {
                         if let Err(end) = self.keepalive() {
                             return end;
@@ -484,7 +490,22 @@ impl Session<'_> {
             .window
             .next_expiry()
             .map_or(FOREVER, |at| at.saturating_duration_since(now));
-        until_keepalive.min(until_expiry)
+        let until_quiet = self.burst_written.map_or(FOREVER, |at| {
+            (at + memory::QUIET).saturating_duration_since(now)
+        });
+        until_keepalive.min(until_expiry).min(until_quiet)
+    }
+
+    /// Once a burst is over (nothing large written for `memory::QUIET`), what it freed is given
+    /// back to the system.
+    fn give_back_after_burst(&mut self) {
+        if self
+            .burst_written
+            .is_some_and(|at| at.elapsed() >= memory::QUIET)
+        {
+            memory::give_back_now_and_then();
+            self.burst_written = None;
+        }
     }
 
     /// A resuming stream's first batch: what the broker sends in the first moments (and for as
@@ -576,6 +597,9 @@ impl Session<'_> {
         }
         let start = self.written;
         let sent = self.send(&frames);
+        if frames.len() >= memory::BURST {
+            self.burst_written = Some(Instant::now());
+        }
         drop(frames);
         sent.map_err(End::ClientGone)?;
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
