@@ -507,7 +507,6 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
     let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
     thread::sleep(Duration::from_secs(1));
     let rss = proc_status(pid, "VmRSS:");
-    let stack = metric(&server, "eventsourced_worker_stack_peak_bytes");
     let per_stream = rss.saturating_sub(rss_before) as f64 / streaming.max(1) as f64;
     let mut rows = vec![
         row(
@@ -526,12 +525,7 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
             &format!("{build}: {count} streams after 4 messages: RSS per stream"),
             format!("{per_stream:.1} KiB"),
             "",
-            format!(
-                "{} MiB in all; the most of a worker's stack in memory: {} KiB of {} KiB",
-                rss / 1024,
-                stack / 1024,
-                eventsourced::server::WORKER_STACK / 1024
-            ),
+            format!("{} MiB in all", rss / 1024),
         ),
     ];
     // The restart: the old server drains and ends; two more messages wait in every queue.
