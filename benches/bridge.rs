@@ -460,6 +460,19 @@ fn broker_pid() -> Option<i32> {
         .ok()
 }
 
+/// `count` new queues named after `name`, each holding the messages "0" to "3".
+fn queues_with_four(amqp: &Amqp, name: &str, count: usize) -> Vec<String> {
+    let prefix = unique(name);
+    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
+    for queue in &queues {
+        amqp.declare(queue);
+        for n in 0..4 {
+            amqp.publish(queue, &n.to_string());
+        }
+    }
+    queues
+}
+
 /// A free loopback port, so that a restarted server listens where its clients come back to.
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -480,14 +493,7 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
         ("EVENTSOURCED_SERVER_RETRY", "2000"),
     ];
     let amqp = Amqp::connect();
-    let prefix = unique("bench-scale");
-    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
-    for queue in &queues {
-        amqp.declare(queue);
-        for n in 0..4 {
-            amqp.publish(queue, &n.to_string());
-        }
-    }
+    let queues = queues_with_four(&amqp, "bench-scale", count);
     let mut server = Server::start(&env).ready();
     let pid = server.pid();
     thread::sleep(Duration::from_millis(300));
@@ -616,14 +622,7 @@ fn go_set_up(count: usize, binary: &str) -> Row {
     // Its broker connections open at start; give them the moment they take.
     thread::sleep(Duration::from_secs(1));
     let amqp = Amqp::connect();
-    let prefix = unique("bench-go");
-    let queues: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
-    for queue in &queues {
-        amqp.declare(queue);
-        for n in 0..4 {
-            amqp.publish(queue, &n.to_string());
-        }
-    }
+    let queues = queues_with_four(&amqp, "bench-go", count);
     let pid = child.id() as i32;
     let cpu = process_cpu(pid);
     let mut crowd = crowd::Crowd::new(addr);
