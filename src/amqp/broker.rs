@@ -16,7 +16,7 @@ use log::{debug, info, warn};
 use std::fmt;
 use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,10 @@ struct Link {
     id: u64,
     connection: Mutex<Option<Connection>>,
     calls: Arc<Calls>,
+    /// True while a request opens a channel alone on this connection, which does not answer
+    /// at once; others wait their turn on `turn`, giving up when the connection stalls.
+    opening: Mutex<bool>,
+    turn: Condvar,
 }
 
 /// A channel, the name of the connection it came from (for logs), and that connection's calls.
@@ -106,6 +110,10 @@ pub struct Lease {
 /// Three seconds: a broker answers in milliseconds, and even one busy with a thousand
 /// simultaneous stream setups finishes some call on a connection well within that.
 const STALL_LIMIT: Duration = Duration::from_secs(3);
+/// How long calls may go unanswered before channels are opened one at a time again: only a
+/// connection that answers gets a burst of openings side by side, each of which would hang
+/// until heartbeats end the connection if the broker went silent.
+const ANSWERING: Duration = Duration::from_millis(250);
 
 /// The calls to the broker in flight on one connection.
 pub struct Calls {
@@ -145,8 +153,13 @@ impl Calls {
     }
 
     fn stalled(&self) -> bool {
+        self.unanswered_for(STALL_LIMIT)
+    }
+
+    /// Whether calls are in flight and none has finished for longer than `limit`.
+    fn unanswered_for(&self, limit: Duration) -> bool {
         let progress = lock(&self.progress);
-        self.pending.load(Ordering::Acquire) > 0 && progress.elapsed() > STALL_LIMIT
+        self.pending.load(Ordering::Acquire) > 0 && progress.elapsed() > limit
     }
 }
 
@@ -401,6 +414,8 @@ impl Broker {
             id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
             connection: Mutex::new(Some(connection)),
             calls: Arc::new(Calls::new(Arc::clone(&self.metrics))),
+            opening: Mutex::new(false),
+            turn: Condvar::new(),
         });
         Ok((link, blocked))
     }
@@ -512,12 +527,17 @@ enum OpenError {
 impl Link {
     /// A channel of this connection. The channel id is taken under the connection's lock, on
     /// amiquip's I/O thread, which answers at once; the round trip to the broker is outside
-    /// it, so that a burst of streams opens its channels side by side.
+    /// it, so that a burst of streams opens its channels side by side. A connection whose
+    /// calls have gone unanswered for a moment (`ANSWERING`) opens one at a time, so that only
+    /// one request hangs on a broker that went silent, and the others give up when it counts
+    /// as stalled and go elsewhere.
     fn open_channel(&self) -> Result<Channel, OpenError> {
-        // A connection whose calls go unanswered gets no more.
-        if self.calls.stalled() {
-            return Err(OpenError::Stalled);
-        }
+        // (A stalled connection has been unanswered longer still: `wait_turn` refuses it.)
+        let _turn = if self.calls.unanswered_for(ANSWERING) {
+            Some(self.wait_turn()?)
+        } else {
+            None
+        };
         let allocated = {
             let mut connection = lock(&self.connection);
             let connection = connection.as_mut().ok_or(OpenError::Gone)?;
@@ -529,6 +549,36 @@ impl Link {
         self.calls
             .during(|| allocated.open())
             .map_err(OpenError::Amqp)
+    }
+
+    /// Waits until no other request opens a channel alone here, as long as the connection
+    /// does not count as stalled.
+    fn wait_turn(&self) -> Result<Turn<'_>, OpenError> {
+        let mut busy = lock(&self.opening);
+        loop {
+            if self.calls.stalled() {
+                return Err(OpenError::Stalled);
+            }
+            if !*busy {
+                break;
+            }
+            busy = self
+                .turn
+                .wait_timeout(busy, Duration::from_millis(100))
+                .map_or_else(|p| p.into_inner().0, |(guard, _)| guard);
+        }
+        *busy = true;
+        Ok(Turn(self))
+    }
+}
+
+/// Ends a request's turn at opening a channel alone, however the opening ended.
+struct Turn<'a>(&'a Link);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.opening) = false;
+        self.0.turn.notify_one();
     }
 }
 

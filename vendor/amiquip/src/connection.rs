@@ -96,7 +96,9 @@ impl ConnectionTuning {
 }
 
 /// A channel id taken on a connection by [`Connection::allocate_channel`], to be opened.
+/// Dropping it unopened ends the connection, as a channel whose open failed does.
 #[derive(Debug)]
+#[must_use = "dropping an allocated channel unopened ends its connection"]
 pub struct AllocatedChannel(AllocatedChannelHandle);
 
 impl AllocatedChannel {
