@@ -89,7 +89,8 @@ impl<H: Handler> Pool<H> {
                         Ok(request) => Some(request),
                         Err(RecvTimeoutError::Timeout) => {
                             crate::memory::give_back_now_and_then();
-                            jobs.recv_timeout(WORKER_IDLE - crate::memory::QUIET).ok()
+                            jobs.recv_timeout(WORKER_IDLE.saturating_sub(crate::memory::QUIET))
+                                .ok()
                         }
                         Err(RecvTimeoutError::Disconnected) => None,
                     };

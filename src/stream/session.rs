@@ -39,7 +39,8 @@ const RESUME_WAIT: Duration = Duration::from_millis(200);
 const RESUME_WAIT_MAX: Duration = Duration::from_secs(3);
 /// How often a window waiting on the client's TCP is looked at again.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
-/// Bytes of an SSE frame beyond its data: `id:` with an event id, `event:`, field names, newlines.
+/// Bytes a write buffer is given for each frame beyond its data (`id:` with an event id,
+/// `event:`, field names, newlines): an estimate for its first size; a body of many lines grows it.
 const FRAME_OVERHEAD: usize = 96;
 /// The longest idle wait: a stream without keep-alives and nothing held.
 const FOREVER: Duration = Duration::from_secs(86_400 * 365);

@@ -78,7 +78,7 @@ impl AckWindow {
         }
     }
 
-    /// Holds `delivery`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
+    /// Holds the delivery `tag`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
     pub fn hold(&mut self, tag: u64, end: u64, bytes: u64, now: Instant) {
         self.hold_batch(vec![(tag, end, bytes)], now);
     }
@@ -368,10 +368,9 @@ mod tests {
         assert_eq!(window.release(LOTS, now), up_to(6, 4));
     }
 
-    /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
     #[test]
-    fn a_held_delivery_takes_forty_bytes() {
-        assert_eq!(std::mem::size_of::<Held>(), 40);
+    fn a_held_delivery_takes_forty_bytes_at_most() {
+        assert!(std::mem::size_of::<Held>() <= 40);
     }
 
     #[test]
@@ -390,6 +389,7 @@ mod tests {
         assert!(window.room() <= 64, "room for {} kept", window.room());
     }
 
+    /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
     fn batch(window: &AckWindow, tags: &[u64]) -> Vec<(u64, u64, u64)> {
         let start = window.len() as u64 * 10;
         tags.iter()
