@@ -539,10 +539,12 @@ struct Tally {
     drops: [u64; 3],
     reconnects: u64,
     published: u32,
+    /// The minute of the run in which each repeated message arrived again.
+    repeated_in_minute: Vec<u32>,
 }
 
 impl Tally {
-    fn record(&mut self, number: u32) {
+    fn record(&mut self, number: u32, minute: u32) {
         let index = number as usize - 1;
         if self.counts.len() <= index {
             self.counts.resize(index + 1, 0);
@@ -551,6 +553,9 @@ impl Tally {
             self.out_of_order += 1;
         }
         self.highest = self.highest.max(number);
+        if self.counts[index] > 0 {
+            self.repeated_in_minute.push(minute);
+        }
         self.counts[index] = self.counts[index].saturating_add(1);
     }
 
@@ -645,7 +650,9 @@ fn client(
                         .and_then(|d| d.split(' ').next())
                         .and_then(|n| n.parse::<u32>().ok());
                     match number {
-                        Some(n) if n > 0 => tally.record(n),
+                        Some(n) if n > 0 => {
+                            tally.record(n, (began.elapsed().as_secs() / 60) as u32)
+                        }
                         _ => eprintln!("soak: {queue}: unexpected event {event:?}"),
                     }
                     shared.received.fetch_add(1, Ordering::Relaxed);
@@ -740,6 +747,21 @@ fn report(
     if !confirmed {
         println!("soak: FAIL: the publisher could not get every message confirmed");
         passed = false;
+    }
+    if duplicated > 0 {
+        let mut by_minute = BTreeMap::new();
+        for t in results {
+            for m in &t.repeated_in_minute {
+                *by_minute.entry(*m).or_insert(0u64) += 1;
+            }
+        }
+        let streams = results
+            .iter()
+            .filter(|t| !t.repeated_in_minute.is_empty())
+            .count();
+        println!(
+            "soak: repeats (publisher's own included) by minute of arrival: {by_minute:?}, on {streams} streams"
+        );
     }
     if missing > 0 || duplicated > 0 {
         println!(
