@@ -50,15 +50,33 @@ pub fn single_active(arguments: &FieldTable) -> bool {
 
 /// Declares `queue`; returns how many consumers it has.
 pub fn declare(channel: &Channel, queue: &str, arguments: &FieldTable) -> amiquip::Result<u32> {
+    declare_counting(channel, queue, arguments).map(|declared| declared.consumers)
+}
+
+/// What the broker says of a queue it declared.
+#[derive(Debug, Clone, Copy)]
+pub struct Declared {
+    pub consumers: u32,
+    /// Messages ready in it: a stream that consumes it now will be sent these first.
+    pub messages: u32,
+}
+
+/// Declares `queue` as `declare` does, and says how many consumers and messages it has.
+pub fn declare_counting(
+    channel: &Channel,
+    queue: &str,
+    arguments: &FieldTable,
+) -> amiquip::Result<Declared> {
     let options = QueueDeclareOptions {
         durable: true,
         exclusive: false,
         auto_delete: false,
         arguments: arguments.clone(),
     };
-    channel
-        .queue_declare(queue, options)
-        .map(|q| q.declared_consumer_count().unwrap_or(0))
+    channel.queue_declare(queue, options).map(|q| Declared {
+        consumers: q.declared_consumer_count().unwrap_or(0),
+        messages: q.declared_message_count().unwrap_or(0),
+    })
 }
 
 /// `queue.expires` seconds as the `x-expires` value; the config loader keeps it in range.

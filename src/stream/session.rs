@@ -150,14 +150,14 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     };
     // Counted as calls in flight: a broker that stops answering marks its connection stalled,
     // and further requests go elsewhere or are refused at once instead of waiting here too.
-    let consumers = match lease
+    let declared = match lease
         .calls
         .during(|| declare(&channel, queue, head, settings))
     {
-        Ok(consumers) => consumers,
+        Ok(declared) => declared,
         Err(refusal) => return refuse(refusal),
     };
-    if consumers > 0 {
+    if declared.consumers > 0 {
         // A stream on another instance holds the queue (this one's was settled by the claim);
         // with the lock held here, a consumer still counted is one that is leaving.
         let deadline = Instant::now() + TAKEOVER_WAIT;
@@ -237,6 +237,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         written: 0,
         delivered: 0,
         burst_written: None,
+        waiting: declared.messages,
     };
     let end = session.run(last_event_id.as_deref(), &claim.stop, gone);
     let delivered = session.delivered;
@@ -276,13 +277,13 @@ fn declare(
     name: &str,
     head: &RequestHead,
     settings: &StreamSettings,
-) -> Result<u32, Refusal> {
+) -> Result<queue::Declared, Refusal> {
     let broker = |what: &str, e: amiquip::Error| {
         warn!("queue {name:?}: {what} failed: {e}");
         Refusal::BrokerFailed
     };
-    let consumers =
-        queue::declare(channel, name, &settings.arguments).map_err(|e| broker("declaring", e))?;
+    let declared = queue::declare_counting(channel, name, &settings.arguments)
+        .map_err(|e| broker("declaring", e))?;
     let parts = RequestParts::of(head);
     for binding in &settings.bind {
         let exchange = binding.exchange.resolve_binding(&parts)?;
@@ -294,7 +295,7 @@ fn declare(
     channel
         .qos(0, settings.qos(), false)
         .map_err(|e| broker("setting the prefetch", e))?;
-    Ok(consumers)
+    Ok(declared)
 }
 
 /// Waits until `name` has no consumer (the holder has handed its messages back), at most until
@@ -397,6 +398,8 @@ struct Session<'a> {
     /// When the newest write of a burst (`memory::BURST`) went out, until what it freed has
     /// been given back.
     burst_written: Option<Instant>,
+    /// Messages ready in the queue when it was declared: the first the broker sends.
+    waiting: u32,
 }
 
 impl Session<'_> {
@@ -519,10 +522,19 @@ impl Session<'_> {
         let started = Instant::now();
         let latest = started + RESUME_WAIT_MAX;
         let mut deadline = started + RESUME_WAIT;
+        // What the queue held when declared is surely coming (first, in the queue's order):
+        // until the client's last event is among it, it is waited for, however slow a busy
+        // broker is to send the first of it.
+        let expected = usize::try_from(self.waiting).map_or(limit, |w| w.min(limit));
         let mut gathered = Vec::new();
         let mut found = false;
         while gathered.len() < limit {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let until = if !found && gathered.len() < expected {
+                latest
+            } else {
+                deadline
+            };
+            let left = until.saturating_duration_since(Instant::now());
             match self.consumer.receiver().recv_timeout(left) {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
                     // Until the client's last event is among the redeliveries, more of what it
