@@ -473,6 +473,18 @@ fn queues_with_four(amqp: &Amqp, name: &str, count: usize) -> Vec<String> {
     queues
 }
 
+/// A client for each of `queues` connects at once, and each reads the four messages its queue
+/// holds: the crowd, whether all did, and the seconds it took (at most 180).
+fn four_each(addr: std::net::SocketAddr, queues: &[String]) -> (crowd::Crowd, bool, f64) {
+    let mut crowd = crowd::Crowd::new(addr);
+    let began = Instant::now();
+    for queue in queues {
+        crowd.open(queue);
+    }
+    let all = crowd.run_until(began + Duration::from_secs(180), |c| c.data.len() >= 4);
+    (crowd, all, began.elapsed().as_secs_f64())
+}
+
 /// A free loopback port, so that a restarted server listens where its clients come back to.
 fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
@@ -501,13 +513,7 @@ fn set_up_and_come_back(count: usize, build: &str) -> Vec<Row> {
     let broker = broker_pid();
     let broker_cpu = broker.map_or(0.0, process_cpu);
     let cpu = process_cpu(pid);
-    let mut crowd = crowd::Crowd::new(server.addr);
-    let began = Instant::now();
-    for queue in &queues {
-        crowd.open(queue);
-    }
-    let all = crowd.run_until(began + Duration::from_secs(180), |c| c.data.len() >= 4);
-    let set_up = began.elapsed().as_secs_f64();
+    let (mut crowd, all, set_up) = four_each(server.addr, &queues);
     let cpu = process_cpu(pid) - cpu;
     let broker_cpu = broker.map_or(0.0, process_cpu) - broker_cpu;
     let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
@@ -625,13 +631,7 @@ fn go_set_up(count: usize, binary: &str) -> Row {
     let queues = queues_with_four(&amqp, "bench-go", count);
     let pid = child.id() as i32;
     let cpu = process_cpu(pid);
-    let mut crowd = crowd::Crowd::new(addr);
-    let began = Instant::now();
-    for queue in &queues {
-        crowd.open(queue);
-    }
-    let all = crowd.run_until(began + Duration::from_secs(180), |c| c.data.len() >= 4);
-    let wall = began.elapsed().as_secs_f64();
+    let (mut crowd, all, wall) = four_each(addr, &queues);
     let cpu = process_cpu(pid) - cpu;
     let streaming = crowd.clients.iter().filter(|c| c.data.len() >= 4).count();
     thread::sleep(Duration::from_secs(1));
