@@ -684,6 +684,10 @@ fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
     }
     let deadline = || Instant::now() + Duration::from_secs(120);
     crowd.run_until(deadline(), crowd::Client::streaming);
+    // Each figure is taken at rest: once a stream has been quiet for `memory::QUIET`, it has
+    // given back what its set-up or its writes took.
+    let at_rest = eventsourced::memory::QUIET + Duration::from_secs(1);
+    thread::sleep(at_rest);
     let (_, idle) = threads_and_rss(pid);
     let small = format!("{:0>100}", 0);
     for queue in &queues {
@@ -692,7 +696,7 @@ fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
         }
     }
     let all_small = crowd.run_until(deadline(), |c| c.data.len() >= 42);
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(at_rest);
     let (_, after_small) = threads_and_rss(pid);
     let large = format!("{:0>10000}", 0);
     let bursts = count / 50;
@@ -705,7 +709,7 @@ fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
     let all_burst = crowd.run_until(deadline(), |c| {
         !burst.contains(&c.queue) || c.data.len() >= 1042
     });
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(at_rest);
     let (_, after_burst) = threads_and_rss(pid);
     let stack = metric(&server, "eventsourced_worker_stack_peak_bytes");
     crowd.close_all();
@@ -733,8 +737,10 @@ fn memory_after_traffic(count: usize, build: &str) -> Vec<Row> {
             ),
             "",
             format!(
-                "RSS with no client {rss_before} KiB; the burst's messages stay held, unacked, for \
-                 queue.replay_age; the most of a worker's stack in memory {} KiB of {} KiB",
+                "RSS with no client {rss_before} KiB; each figure {} s after the traffic, at \
+                 rest; the burst's messages stay held, unacked, for queue.replay_age; the most \
+                 of a worker's stack in memory {} KiB of {} KiB",
+                at_rest.as_secs(),
                 stack / 1024,
                 eventsourced::server::WORKER_STACK / 1024
             ),

@@ -29,8 +29,8 @@ pub struct Metrics {
     pub workers_limit: AtomicUsize,
     pub workers_live: Gauge,
     pub workers_busy: Gauge,
-    /// The most of a worker's stack found in memory after a request: what the stack size
-    /// must leave room for.
+    /// The most of a worker's stack found in memory (after a request, and before a quiet stream
+    /// gives its unused stack back): what the stack size must leave room for.
     pub worker_stack_peak: AtomicUsize,
     /// Set by SIGTERM with `server.drain`: not ready, new streams refused.
     pub draining: AtomicBool,
@@ -148,6 +148,15 @@ impl Metrics {
         if let Ok(mut window) = self.per_second.lock() {
             window.add(second, n);
         }
+    }
+
+    /// Notes how much of the calling worker's stack is in memory, then gives back the pages
+    /// below the caller's frame (see `sys::give_back_unused_stack`).
+    pub fn note_stack_and_give_back(&self) {
+        if let Some(bytes) = crate::sys::own_stack_resident() {
+            self.worker_stack_peak.fetch_max(bytes, Ordering::Relaxed);
+        }
+        crate::sys::give_back_unused_stack();
     }
 
     /// Counts a refusal under its label.

@@ -175,12 +175,25 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
     }
 }
 
-/// Bytes of the calling thread's stack mapping that are in memory: the pages it has touched
-/// (with the C library's thread data at the top), which stay resident while the thread lives.
-/// `None` where the stack cannot be found.
-pub fn own_stack_resident() -> Option<usize> {
-    // SAFETY: pthread_getattr_np fills the attr we own (destroyed below); mincore writes one
-    // byte per page into a vector sized for the range, which is the thread's own mapping.
+/// The calling thread's stack: its lowest address and its size, without the guard below it.
+/// Found once per thread (glibc's answer for the main thread reads `/proc/self/maps`).
+fn own_stack() -> Option<(usize, usize)> {
+    thread_local! {
+        static STACK: std::cell::Cell<Option<Option<(usize, usize)>>> =
+            const { std::cell::Cell::new(None) };
+    }
+    STACK.with(|known| {
+        if let Some(stack) = known.get() {
+            return stack;
+        }
+        let stack = find_own_stack();
+        known.set(Some(stack));
+        stack
+    })
+}
+
+fn find_own_stack() -> Option<(usize, usize)> {
+    // SAFETY: pthread_getattr_np fills the attr we own, destroyed before it goes out of scope.
     unsafe {
         let mut attr = std::mem::zeroed::<libc::pthread_attr_t>();
         if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
@@ -190,18 +203,58 @@ pub fn own_stack_resident() -> Option<usize> {
         let mut size = 0usize;
         let found = libc::pthread_attr_getstack(&attr, &mut base, &mut size);
         libc::pthread_attr_destroy(&mut attr);
-        let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).ok()?;
-        if found != 0 || base.is_null() || page == 0 {
-            return None;
-        }
-        // The range must start on a page.
-        let start = (base as usize) & !(page - 1);
-        let length = base as usize + size - start;
-        let mut pages = vec![0u8; length.div_ceil(page)];
-        if libc::mincore(start as *mut libc::c_void, length, pages.as_mut_ptr()) != 0 {
-            return None;
-        }
-        Some(pages.iter().filter(|&&p| p & 1 == 1).count() * page)
+        (found == 0 && !base.is_null()).then_some((base as usize, size))
+    }
+}
+
+fn page_size() -> Option<usize> {
+    // SAFETY: sysconf only reads a constant of the system.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(page).ok().filter(|&p| p.is_power_of_two())
+}
+
+/// Bytes of the calling thread's stack mapping that are in memory: the pages it has touched
+/// (with the C library's thread data at the top), which stay resident while the thread lives
+/// unless given back (`give_back_unused_stack`). `None` where the stack cannot be found.
+pub fn own_stack_resident() -> Option<usize> {
+    let (base, size) = own_stack()?;
+    let page = page_size()?;
+    // The range must start on a page.
+    let start = base & !(page - 1);
+    let length = base + size - start;
+    let mut pages = vec![0u8; length.div_ceil(page)];
+    // SAFETY: mincore writes one byte per page of the range into `pages`, sized for it; the
+    // range is this thread's own stack mapping.
+    let status = unsafe { libc::mincore(start as *mut libc::c_void, length, pages.as_mut_ptr()) };
+    (status == 0).then(|| pages.iter().filter(|&&p| p & 1 == 1).count() * page)
+}
+
+/// Gives the calling thread's stack pages below those in use now back to the system: a stream
+/// went deep once (its set-up, a burst) and then waits, shallow, for hours; the pages it touched
+/// would stay resident in every one of thousands of threads. One page below the caller's frame
+/// is kept for the call itself. The next call that goes as deep finds zeroed pages again.
+#[inline(never)]
+pub fn give_back_unused_stack() {
+    let (Some((base, _)), Some(page)) = (own_stack(), page_size()) else {
+        return;
+    };
+    let here = std::hint::black_box(0u8);
+    let here = std::ptr::addr_of!(here) as usize;
+    // Stacks grow down: everything below `keep` is unused while this runs, and the page
+    // between `keep` and this frame covers the call into the kernel.
+    let keep = (here & !(page - 1)).saturating_sub(page);
+    let start = (base + page - 1) & !(page - 1);
+    if keep <= start {
+        return;
+    }
+    // SAFETY: the range lies inside this thread's own stack, below the frames in use now (and
+    // the page the call itself may use); MADV_DONTNEED leaves it mapped, reading as zeroes.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            keep - start,
+            libc::MADV_DONTNEED,
+        );
     }
 }
 
@@ -268,5 +321,49 @@ pub fn threads_limit() -> Option<u64> {
             return None;
         }
         Some(limit.rlim_cur as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Touches about `depth` bytes of stack below the caller, then answers what is resident.
+    #[inline(never)]
+    fn go_deep(depth: usize) -> Option<usize> {
+        let mut block = [0u8; 4096];
+        std::hint::black_box(&mut block);
+        if depth > block.len() {
+            go_deep(depth - block.len())
+        } else {
+            own_stack_resident()
+        }
+    }
+
+    #[test]
+    fn a_thread_gives_back_the_stack_it_no_longer_uses() {
+        let answer = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let deep = go_deep(96 * 1024)?;
+                let kept = std::hint::black_box([7u8; 64]);
+                give_back_unused_stack();
+                let after = own_stack_resident()?;
+                // What the caller's frame holds is untouched.
+                assert_eq!(kept, [7u8; 64]);
+                Some((deep, after))
+            })
+            .expect("a thread starts")
+            .join()
+            .expect("the thread ends");
+        let Some((deep, after)) = answer else {
+            eprintln!("SKIPPED: this system does not say where a thread's stack is");
+            return;
+        };
+        assert!(deep >= 96 * 1024, "{deep} bytes resident after going deep");
+        assert!(
+            after + 64 * 1024 <= deep,
+            "{after} bytes resident after giving back, {deep} before"
+        );
     }
 }

@@ -78,11 +78,8 @@ impl<H: Handler> Pool<H> {
                         error!("the request from {peer} ended by an internal error");
                     }
                     drop(_busy);
-                    if let Some(bytes) = crate::sys::own_stack_resident() {
-                        metrics
-                            .worker_stack_peak
-                            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
-                    }
+                    // An idle worker keeps only the stack it waits on.
+                    metrics.note_stack_and_give_back();
                     // Quiet for a moment: what the ended streams freed is given back (by one
                     // worker of those that ended together, after the last of them).
                     next = match jobs.recv_timeout(crate::memory::QUIET) {

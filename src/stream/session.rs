@@ -236,7 +236,8 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
         window: AckWindow::new(settings.window),
         written: 0,
         delivered: 0,
-        burst_written: None,
+        quiet_from: Some(Instant::now()),
+        burst: false,
         waiting: declared.messages,
     };
     let end = session.run(last_event_id.as_deref(), &claim.stop, gone);
@@ -395,9 +396,11 @@ struct Session<'a> {
     /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
     delivered: u64,
-    /// When the newest write of a burst (`memory::BURST`) went out, until what it freed has
-    /// been given back.
-    burst_written: Option<Instant>,
+    /// When the newest write went out (or the set-up ended), until the stream has been quiet for
+    /// `memory::QUIET` and the memory it took has been given back.
+    quiet_from: Option<Instant>,
+    /// Whether a write since then was a burst (`memory::BURST`), whose buffer freed heap memory.
+    burst: bool,
     /// Messages ready in the queue when it was declared: the first the broker sends.
     waiting: u32,
 }
@@ -442,7 +445,7 @@ impl Session<'_> {
                 recv(taken_over) -> _ => return End::TakenOver,
                 recv(client_gone) -> _ => return End::ClientGone(closed()),
                 default(idle) => {
-                    self.give_back_after_burst();
+                    self.give_back_when_quiet();
                     if last_write.elapsed() >= keepalive {
                         if let Err(end) = self.keepalive() {
                             return end;
@@ -494,21 +497,25 @@ impl Session<'_> {
             .window
             .next_expiry()
             .map_or(FOREVER, |at| at.saturating_duration_since(now));
-        let until_quiet = self.burst_written.map_or(FOREVER, |at| {
+        let until_quiet = self.quiet_from.map_or(FOREVER, |at| {
             (at + memory::QUIET).saturating_duration_since(now)
         });
         until_keepalive.min(until_expiry).min(until_quiet)
     }
 
-    /// Once a burst is over (nothing large written for `memory::QUIET`), what it freed is given
-    /// back to the system.
-    fn give_back_after_burst(&mut self) {
+    /// Once the stream is quiet (nothing written for `memory::QUIET`), the stack pages its
+    /// set-up and writes touched below the waiting loop are given back, and after a burst what
+    /// the burst freed.
+    fn give_back_when_quiet(&mut self) {
         if self
-            .burst_written
+            .quiet_from
             .is_some_and(|at| at.elapsed() >= memory::QUIET)
         {
-            memory::give_back_now_and_then();
-            self.burst_written = None;
+            self.context.metrics.note_stack_and_give_back();
+            if std::mem::take(&mut self.burst) {
+                memory::give_back_now_and_then();
+            }
+            self.quiet_from = None;
         }
     }
 
@@ -610,9 +617,8 @@ impl Session<'_> {
         }
         let start = self.written;
         let sent = self.send(&frames);
-        if frames.len() >= memory::BURST {
-            self.burst_written = Some(Instant::now());
-        }
+        self.burst |= frames.len() >= memory::BURST;
+        self.quiet_from = Some(Instant::now());
         drop(frames);
         sent.map_err(End::ClientGone)?;
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
