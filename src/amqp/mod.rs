@@ -8,3 +8,13 @@ pub mod url;
 
 pub use broker::{Broker, Dial};
 pub use url::BrokerUrl;
+
+#[cfg(test)]
+mod tests {
+    /// A consumer's channel keeps a block of 31 of these for as long as the stream lives
+    /// (vendor/amiquip/CHANGED.md): one stream in thousands must not pay kilobytes for it.
+    #[test]
+    fn a_consumer_message_is_two_words() {
+        assert!(std::mem::size_of::<amiquip::ConsumerMessage>() <= 16);
+    }
+}

@@ -62,13 +62,13 @@ pub enum ConsumerMessage {
     ClientClosedChannel,
 
     /// The server has closed the channel where this consumer was created.
-    ServerClosedChannel(Error),
+    ServerClosedChannel(Box<Error>),
 
     /// The client has closed the connection where this consumer was created.
     ClientClosedConnection,
 
     /// The server has closed the connection where this consumer was created.
-    ServerClosedConnection(Error),
+    ServerClosedConnection(Box<Error>),
 }
 
 /// A message consumer associated with an AMQP queue.

@@ -173,7 +173,7 @@ impl ConnectionState {
                 for (_, mut slot) in inner.chan_slots.drain() {
                     send(&slot.tx, Err(make_err()))?;
                     for (_, tx) in slot.consumers.drain() {
-                        send(&tx, ConsumerMessage::ServerClosedConnection(make_err()))?;
+                        send(&tx, ConsumerMessage::ServerClosedConnection(Box::new(make_err())))?;
                     }
                 }
             }
@@ -228,7 +228,7 @@ impl ConnectionState {
                 };
                 send(&slot.tx, Err(make_err()))?;
                 for (_, tx) in slot.consumers.drain() {
-                    send(&tx, ConsumerMessage::ServerClosedChannel(make_err()))?;
+                    send(&tx, ConsumerMessage::ServerClosedChannel(Box::new(make_err())))?;
                 }
                 inner.push_method(n, AmqpChannel::CloseOk(ChannelCloseOk {}));
             }
