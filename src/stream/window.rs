@@ -45,18 +45,31 @@ impl<T> Release<T> {
     }
 }
 
-/// 40 bytes: a window may hold thousands, in each of thousands of streams.
+/// 24 bytes: a window may hold thousands, in each of thousands of streams.
 struct Held {
     tag: u64,
     /// The stream offset just past this delivery's frame.
     end: u64,
-    /// The frame's size.
-    bytes: u32,
-    /// Whether an ack lands here: on the last delivery of a batch written in tag order (one
-    /// `multiple` ack covers the batch), or on every delivery of one that is not (a resumed
-    /// stream's first).
-    ack_here: bool,
-    written: Instant,
+    /// The frame's size (`SIZE`), and whether an ack lands here (`ACK_HERE`): on the last
+    /// delivery of a batch written in tag order (one `multiple` ack covers the batch), or on
+    /// every delivery of one that is not (a resumed stream's first).
+    size_and_ack: u32,
+    /// When it was written: milliseconds after the window's epoch.
+    written: u32,
+}
+
+impl Held {
+    const ACK_HERE: u32 = 1 << 31;
+    /// A frame is at most a message, and RabbitMQ's are at most 512 MiB.
+    const SIZE: u32 = Self::ACK_HERE - 1;
+
+    fn bytes(&self) -> u64 {
+        u64::from(self.size_and_ack & Self::SIZE)
+    }
+
+    fn ack_here(&self) -> bool {
+        self.size_and_ack & Self::ACK_HERE != 0
+    }
 }
 
 pub struct AckWindow {
@@ -66,6 +79,9 @@ pub struct AckWindow {
     /// True while the held tags increase from oldest to newest: always, but while a resumed
     /// stream's first batch (redeliveries before fresh messages) is held.
     in_order: bool,
+    /// What held deliveries' times count from: the first time one was held, moved on when a
+    /// stream has lived for weeks.
+    epoch: Option<Instant>,
 }
 
 impl AckWindow {
@@ -75,7 +91,35 @@ impl AckWindow {
             bounds,
             bytes: 0,
             in_order: true,
+            epoch: None,
         }
+    }
+
+    /// `now` as a held delivery's time. A window that has lived for `u32::MAX` milliseconds (49
+    /// days) moves its epoch on by half that; a delivery held since before the new epoch then
+    /// counts as written at it.
+    fn stamp(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        if let Ok(millis) = u32::try_from(now.saturating_duration_since(epoch).as_millis()) {
+            return millis;
+        }
+        let half = u32::MAX / 2;
+        let moved = now
+            .checked_sub(Duration::from_millis(u64::from(half)))
+            .unwrap_or(now);
+        let shift = moved.saturating_duration_since(epoch).as_millis();
+        for held in &mut self.held {
+            held.written =
+                u32::try_from(u128::from(held.written).saturating_sub(shift)).unwrap_or(0);
+        }
+        self.epoch = Some(moved);
+        half
+    }
+
+    /// When `held` was written (to the millisecond, rounded down).
+    fn written(&self, held: &Held) -> Instant {
+        let epoch = self.epoch.unwrap_or_else(Instant::now);
+        epoch + Duration::from_millis(u64::from(held.written))
     }
 
     /// Holds the delivery `tag`, whose frame of `bytes` ends at stream offset `end`, written at `now`.
@@ -94,18 +138,30 @@ impl AckWindow {
             above
         });
         self.in_order &= increasing;
+        self.make_room(batch.len());
+        let written = self.stamp(now);
         let last = batch.len().saturating_sub(1);
         for (index, (tag, end, bytes)) in batch.into_iter().enumerate() {
-            // A frame is at most a message, and RabbitMQ's are at most 512 MiB.
-            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            self.bytes += u64::from(bytes);
+            let size = u32::try_from(bytes).unwrap_or(Held::SIZE).min(Held::SIZE);
+            self.bytes += u64::from(size);
+            let ack_here = !increasing || index == last;
             self.held.push_back(Held {
                 tag,
                 end,
-                bytes,
-                ack_here: !increasing || index == last,
-                written: now,
+                size_and_ack: size | if ack_here { Held::ACK_HERE } else { 0 },
+                written,
             });
+        }
+    }
+
+    /// Room for `more` held deliveries: half as much again as there was (or what they need),
+    /// not twice as much, as a window of a steady stream holds about the same count for hours.
+    fn make_room(&mut self, more: usize) {
+        let needed = self.held.len() + more;
+        let room = self.held.capacity();
+        if needed > room {
+            let grown = (room + room / 2).max(Self::FIRST_ROOM);
+            self.held.reserve_exact(needed.max(grown) - self.held.len());
         }
     }
 
@@ -115,13 +171,17 @@ impl AckWindow {
 
     /// Room for this many held deliveries is kept whatever was held before.
     const KEEP: usize = 32;
+    /// The room a window takes when it first holds something.
+    const FIRST_ROOM: usize = 8;
 
-    /// Gives back the room a burst took once most of it is empty: an idle stream of thousands
-    /// must not keep the size of its largest burst.
+    /// Gives back room once less than half of it is used (a burst was released, or a stream
+    /// slowed down), keeping half as much again as is held: an idle stream of thousands must
+    /// not keep the size of its largest burst.
     fn shrink_after_burst(&mut self) {
         let room = self.held.capacity();
-        if room > Self::KEEP && self.held.len() * 4 < room {
-            self.held.shrink_to((self.held.len() * 2).max(Self::KEEP));
+        let len = self.held.len();
+        if room > Self::KEEP && len * 2 < room {
+            self.held.shrink_to((len + len / 2).max(Self::KEEP));
         }
     }
 
@@ -145,7 +205,7 @@ impl AckWindow {
             None => return Release::Nothing,
         };
         let done: Vec<Held> = self.held.drain(..cut).collect();
-        self.bytes -= done.iter().map(|h| u64::from(h.bytes)).sum::<u64>();
+        self.bytes -= done.iter().map(Held::bytes).sum::<u64>();
         self.shrink_after_burst();
         if !self.in_order {
             self.in_order = self
@@ -158,7 +218,7 @@ impl AckWindow {
             let newest = done
                 .into_iter()
                 .max_by_key(|h| h.tag)
-                .filter(|h| h.ack_here)
+                .filter(Held::ack_here)
                 .map(|h| h.tag);
             newest.map_or(Release::Nothing, |newest| Release::UpTo {
                 newest,
@@ -167,7 +227,7 @@ impl AckWindow {
         } else {
             Release::Each(
                 done.into_iter()
-                    .filter(|h| h.ack_here)
+                    .filter(Held::ack_here)
                     .map(|h| h.tag)
                     .collect(),
             )
@@ -182,11 +242,11 @@ impl AckWindow {
         for (index, held) in self.held.iter().enumerate() {
             let over = self.held.len() - index > self.bounds.messages
                 || bytes > self.bounds.bytes
-                || now.saturating_duration_since(held.written) >= self.bounds.age;
+                || now.saturating_duration_since(self.written(held)) >= self.bounds.age;
             if !over || received.is_some_and(|r| held.end > r) {
                 break;
             }
-            bytes -= u64::from(held.bytes);
+            bytes -= held.bytes();
             due += 1;
         }
         due
@@ -197,7 +257,7 @@ impl AckWindow {
     fn ackable(&self, due: usize) -> Option<(usize, bool)> {
         if self.in_order {
             // Tags increase: a multiple ack on the newest released, where a delivery was kept.
-            let cut = (1..=due).rev().find(|&cut| self.held[cut - 1].ack_here)?;
+            let cut = (1..=due).rev().find(|&cut| self.held[cut - 1].ack_here())?;
             return Some((cut, true));
         }
         // A resumed stream's first batch is held: look for the longest cut that one multiple
@@ -213,9 +273,9 @@ impl AckWindow {
             let cut = index + 1;
             if held.tag >= highest {
                 highest = held.tag;
-                highest_kept = held.ack_here;
+                highest_kept = held.ack_here();
             }
-            all_kept &= held.ack_here;
+            all_kept &= held.ack_here();
             if lowest_after[cut] > highest && highest_kept {
                 best = Some((cut, true));
             } else if all_kept {
@@ -231,7 +291,7 @@ impl AckWindow {
         self.held.front().is_some_and(|oldest| {
             self.held.len() > self.bounds.messages
                 || self.bytes > self.bounds.bytes
-                || now.saturating_duration_since(oldest.written) >= self.bounds.age
+                || now.saturating_duration_since(self.written(oldest)) >= self.bounds.age
         })
     }
 
@@ -251,7 +311,7 @@ impl AckWindow {
     pub fn next_expiry(&self) -> Option<Instant> {
         self.held
             .front()
-            .and_then(|h| h.written.checked_add(self.bounds.age))
+            .and_then(|h| self.written(h).checked_add(self.bounds.age))
     }
 }
 
@@ -369,8 +429,8 @@ mod tests {
     }
 
     #[test]
-    fn a_held_delivery_takes_forty_bytes_at_most() {
-        assert!(std::mem::size_of::<Held>() <= 40);
+    fn a_held_delivery_takes_twenty_four_bytes() {
+        assert_eq!(std::mem::size_of::<Held>(), 24);
     }
 
     #[test]
@@ -387,6 +447,45 @@ mod tests {
         assert!(window.room() >= 1000);
         assert_eq!(window.release(10_000, now).count(), 1000);
         assert!(window.room() <= 64, "room for {} kept", window.room());
+    }
+
+    #[test]
+    fn a_steady_stream_keeps_room_for_half_as_much_again() {
+        let mut window = AckWindow::new(bounds(20, LOTS, 3600));
+        let now = Instant::now();
+        fill(&mut window, 1..=120, now);
+        let room = window.room();
+        assert!((120..=180).contains(&room), "room for {room} after 120");
+        // Most of it released: the room follows.
+        assert_eq!(window.release(LOTS, now).count(), 100);
+        assert!(
+            window.room() <= AckWindow::KEEP,
+            "room for {} kept",
+            window.room()
+        );
+    }
+
+    #[test]
+    fn a_window_weeks_old_still_ages_its_deliveries() {
+        let start = Instant::now();
+        let mut window = AckWindow::new(bounds(usize::MAX, LOTS, 60));
+        window.hold(1, 10, 10, start);
+        assert_eq!(
+            window.release(10, start + Duration::from_secs(61)),
+            up_to(1, 1)
+        );
+        // Fifty days on: past what milliseconds in 32 bits count.
+        let later = start + Duration::from_secs(50 * 86_400);
+        window.hold(2, 20, 10, later);
+        assert_eq!(window.next_expiry(), Some(later + Duration::from_secs(60)));
+        assert_eq!(
+            window.release(20, later + Duration::from_secs(59)),
+            Release::Nothing
+        );
+        assert_eq!(
+            window.release(20, later + Duration::from_secs(60)),
+            up_to(2, 1)
+        );
     }
 
     /// A batch of `tags` as one write of 10-byte frames after what `window` holds.
