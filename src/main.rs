@@ -10,9 +10,6 @@ fn main() -> ExitCode {
         println!("{VERSION}");
         return ExitCode::SUCCESS;
     }
-    if args.command.is_none() && !args.print_config {
-        eventsourced::memory::without_thread_caches();
-    }
     // Before any thread exists, so that only the signal thread receives SIGINT and SIGTERM.
     signals::block();
     logging::init(args.log_level.as_deref());

@@ -17,46 +17,9 @@ pub const QUIET: Duration = Duration::from_secs(2);
 /// A write batch at least this large is a burst worth giving back after.
 pub const BURST: usize = 256 * 1024;
 
-/// The glibc tunable that sets how many freed blocks each thread keeps for itself.
-pub const THREAD_CACHE_TUNABLE: &str = "glibc.malloc.tcache_count";
-
-/// A glibc build serving streams runs itself again, once, at start, with glibc's per-thread
-/// caches of freed blocks off (`GLIBC_TUNABLES`, which glibc reads only as a program starts):
-/// each of thousands of stream threads kept 4 to 10 KiB of freed blocks in its cache. An
-/// environment that says how many to keep is left alone. musl has no such cache.
-pub fn without_thread_caches() {
-    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
-        return;
-    }
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    if tunables.contains(THREAD_CACHE_TUNABLE) {
-        return;
-    }
-    let off = format!("{THREAD_CACHE_TUNABLE}=0");
-    let tunables = if tunables.is_empty() {
-        off
-    } else {
-        format!("{tunables}:{off}")
-    };
-    // Only returns when it could not: the server runs on with the caches.
-    let _ = crate::sys::run_again_with("GLIBC_TUNABLES", &tunables);
-}
-
-/// Set once at start: large blocks are mapped on their own and unmapped when freed. A glibc
-/// build says how its per-thread caches are set.
+/// Set once at start: large blocks are mapped on their own and unmapped when freed.
 pub fn set_up() {
     crate::sys::return_large_blocks();
-    if cfg!(all(target_os = "linux", target_env = "gnu")) {
-        match std::env::var("GLIBC_TUNABLES") {
-            Ok(tunables) if tunables.contains(THREAD_CACHE_TUNABLE) => {
-                log::info!("glibc malloc: GLIBC_TUNABLES={tunables}")
-            }
-            _ => log::warn!(
-                "glibc malloc: each thread caches freed blocks (could not run again with \
-                 GLIBC_TUNABLES={THREAD_CACHE_TUNABLE}=0); streams take more memory"
-            ),
-        }
-    }
 }
 
 /// Gives freed memory back to the system, unless that was done less than `EVERY` ago (or is

@@ -282,23 +282,6 @@ pub fn give_back_free_memory() {
     }
 }
 
-/// Runs this program again in place (the same process, arguments and environment) with
-/// `name=value` set in its environment; returns only if that failed. Never for a program
-/// started with privileges (set-user-ID), whose loader ignores such variables.
-pub fn run_again_with(name: &str, value: &str) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: getauxval only reads the auxiliary vector the kernel gave the process.
-    if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
-        return std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-    }
-    let mut args = std::env::args_os();
-    let mut command = std::process::Command::new("/proc/self/exe");
-    if let Some(program) = args.next() {
-        command.arg0(program);
-    }
-    command.args(args).env(name, value).exec()
-}
-
 /// `prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, …)`, Linux 6.16 and later.
 const PR_FUTEX_HASH: libc::c_int = 78;
 const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
