@@ -617,8 +617,9 @@ impl Session<'_> {
         }
         let start = self.written;
         let sent = self.send(&frames);
+        let sent_at = Instant::now();
         self.burst |= frames.len() >= memory::BURST;
-        self.quiet_from = Some(Instant::now());
+        self.quiet_from = Some(sent_at);
         drop(frames);
         sent.map_err(End::ClientGone)?;
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
@@ -643,7 +644,7 @@ impl Session<'_> {
                 )
             })
             .collect();
-        self.window.hold_batch(held, Instant::now());
+        self.window.hold_batch(held, sent_at);
         self.settle()
     }
 
