@@ -3,6 +3,7 @@
 
 pub mod event_id;
 pub mod hangup;
+pub mod message;
 pub mod pattern;
 pub mod registry;
 pub mod resume;

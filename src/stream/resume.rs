@@ -18,7 +18,7 @@ pub struct ResumePlan<T> {
 pub fn plan<T>(
     gathered: Vec<T>,
     redelivered: impl Fn(&T) -> bool,
-    id_of: impl Fn(&T) -> String,
+    id_of: impl Fn(&T) -> &str,
     last: &str,
 ) -> ResumePlan<T> {
     let (mut replayed, fresh): (Vec<T>, Vec<T>) = gathered.into_iter().partition(redelivered);
@@ -39,7 +39,7 @@ mod tests {
 
     /// (id, redelivered)
     fn run(gathered: &[(&str, bool)], last: &str) -> (Vec<String>, Vec<String>) {
-        let plan = plan(gathered.to_vec(), |d| d.1, |d| d.0.to_string(), last);
+        let plan = plan(gathered.to_vec(), |d| d.1, |d| d.0, last);
         let ids = |v: Vec<(&str, bool)>| v.into_iter().map(|d| d.0.to_string()).collect();
         (ids(plan.skip), ids(plan.send))
     }

@@ -11,8 +11,8 @@ use crate::http::{Client, RequestHead, Responder};
 use crate::memory;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
-use crate::stream::event_id;
 use crate::stream::hangup::HangupWatch;
+use crate::stream::message::Message;
 use crate::stream::pattern::{Binding, RequestParts};
 use crate::stream::registry::{Conflict, Registry};
 use crate::stream::resume;
@@ -421,7 +421,10 @@ impl Session<'_> {
             let retry = crate::random::jitter(f64::from(settings.retry), settings.retry_jitter);
             sse::push_retry(&mut head, retry.round() as u32);
         }
-        if let Err(e) = self.send(&head) {
+        let sent = self.send(&head);
+        // Not kept for the stream's life: a few hundred bytes in each of thousands of streams.
+        drop(head);
+        if let Err(e) = sent {
             return End::ClientGone(e);
         }
         if let Some(id) = last_event_id {
@@ -459,7 +462,7 @@ impl Session<'_> {
                 }
             };
             let mut batch = match first {
-                Ok(ConsumerMessage::Delivery(delivery)) => vec![delivery],
+                Ok(ConsumerMessage::Delivery(delivery)) => vec![self.keep(delivery)],
                 Ok(other) => return ended_by(other),
                 Err(_) => return End::ChannelClosed("connection lost".into()),
             };
@@ -467,7 +470,7 @@ impl Session<'_> {
             let mut pending_end = None;
             while batch.len() < batch_limit {
                 match deliveries.try_recv() {
-                    Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery),
+                    Ok(ConsumerMessage::Delivery(delivery)) => batch.push(self.keep(delivery)),
                     Ok(other) => {
                         pending_end = Some(ended_by(other));
                         break;
@@ -519,12 +522,17 @@ impl Session<'_> {
         }
     }
 
+    /// What the stream keeps of a delivery (`Message`); the rest of it is freed here.
+    fn keep(&self, delivery: Box<Delivery>) -> Message {
+        let settings = &self.context.settings;
+        Message::of(delivery, settings.event_ids, settings.event_types)
+    }
+
     /// A resuming stream's first batch: what the broker sends in the first moments (and for as
     /// long as redeliveries keep coming, until the client's last event is among them), planned
-    /// by `resume::plan`; what the client already has is acked unsent.
-    // Deliveries arrive boxed (vendor/amiquip/CHANGED.md); unboxing would copy each.
-    #[allow(clippy::vec_box)]
-    fn resume_after(&mut self, last: &str) -> Result<Vec<Box<Delivery>>, End> {
+    /// by `resume::plan`; what the client already has is acked unsent. (A stream resumes only
+    /// when its frames carry ids, so every kept message has one.)
+    fn resume_after(&mut self, last: &str) -> Result<Vec<Message>, End> {
         let limit = usize::from(self.context.settings.qos());
         let started = Instant::now();
         let latest = started + RESUME_WAIT_MAX;
@@ -544,15 +552,16 @@ impl Session<'_> {
             let left = until.saturating_duration_since(Instant::now());
             match self.consumer.receiver().recv_timeout(left) {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
+                    let message = self.keep(delivery);
                     // Until the client's last event is among the redeliveries, more of what it
                     // has may still be on its way back.
-                    if delivery.redelivered && !found {
-                        found = event_id::of(&delivery.body, &delivery.properties) == last;
+                    if message.redelivered && !found {
+                        found = message.id.as_deref() == Some(last);
                         if !found {
                             deadline = (Instant::now() + RESUME_WAIT).min(latest).max(deadline);
                         }
                     }
-                    gathered.push(delivery);
+                    gathered.push(message);
                 }
                 Ok(other) => return Err(ended_by(other)),
                 Err(RecvTimeoutError::Timeout) => break,
@@ -563,15 +572,15 @@ impl Session<'_> {
         }
         let plan = resume::plan(
             gathered,
-            |d| d.redelivered,
-            |d| event_id::of(&d.body, &d.properties),
+            |m| m.redelivered,
+            |m| m.id.as_deref().unwrap_or_default(),
             last,
         );
         let skipped = plan.skip.len();
         // One by one: fresh deliveries with lower tags may be among the unsent.
-        for delivery in plan.skip {
+        for message in plan.skip {
             self.consumer
-                .ack_tag(delivery.delivery_tag(), false)
+                .ack_tag(message.tag, false)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;
         }
         if skipped > 0 {
@@ -585,8 +594,7 @@ impl Session<'_> {
     }
 
     /// Writes `batch` in one write, holds it in the window, then acks what may be acked.
-    #[allow(clippy::vec_box)]
-    fn write(&mut self, batch: Vec<Box<Delivery>>) -> Result<(), End> {
+    fn write(&mut self, batch: Vec<Message>) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -594,23 +602,15 @@ impl Session<'_> {
         // largest burst, in every one of thousands of idle streams.
         let size = batch
             .iter()
-            .map(|d| d.body.len() + FRAME_OVERHEAD)
+            .map(|m| m.body.len() + FRAME_OVERHEAD)
             .sum::<usize>();
         let mut frames = Vec::with_capacity(size);
-        let with_ids = self.context.settings.event_ids;
-        let with_types = self.context.settings.event_types;
         let mut ends = Vec::with_capacity(batch.len());
-        for delivery in &batch {
-            let id = with_ids.then(|| event_id::of(&delivery.body, &delivery.properties));
-            let kind = delivery
-                .properties
-                .type_()
-                .as_deref()
-                .filter(|_| with_types);
+        for message in &batch {
             let event = sse::Event {
-                id: id.as_deref(),
-                event: kind,
-                data: &delivery.body,
+                id: message.id.as_deref(),
+                event: message.kind.as_deref(),
+                data: &message.body,
             };
             sse::push_event(&mut frames, &event);
             ends.push(frames.len() as u64);
@@ -633,12 +633,12 @@ impl Session<'_> {
         let held = batch
             .into_iter()
             .zip(ends)
-            .map(|(delivery, end)| {
+            .map(|(message, end)| {
                 // Only the tag is needed from here on.
                 let frame = end - previous;
                 previous = end;
                 (
-                    delivery.delivery_tag(),
+                    message.tag,
                     start + if exact { end } else { batch_end },
                     frame,
                 )
