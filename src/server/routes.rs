@@ -53,7 +53,7 @@ impl Handler for Routes {
                 if std::env::var("EVENTSOURCED_TEST_PANIC_QUEUE").is_ok_and(|q| q == queue) {
                     panic!("test panic for queue {queue:?}");
                 }
-                stream::serve(client, &head, &queue, &self.stream)
+                stream::serve(client, head, &queue, &self.stream)
             }
             Err(refusal) => responder.refuse(&mut client, Some(&head), refusal),
         }

@@ -109,9 +109,9 @@ impl std::fmt::Display for End {
 }
 
 /// Serves `client` as the stream of `queue` until the client, the broker or the server ends it.
-pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &StreamContext) {
+pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &StreamContext) {
     let settings = &context.settings;
-    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(head), refusal);
+    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     let Some(claim) = context
         .registry
         .claim(queue, settings.conflict, TAKEOVER_WAIT)
@@ -152,7 +152,7 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     // and further requests go elsewhere or are refused at once instead of waiting here too.
     let declared = match lease
         .calls
-        .during(|| declare(&channel, queue, head, settings))
+        .during(|| declare(&channel, queue, &head, settings))
     {
         Ok(declared) => declared,
         Err(refusal) => return refuse(refusal),
@@ -213,6 +213,8 @@ pub fn serve(mut client: Client, head: &RequestHead, queue: &str, context: &Stre
     let peer = client.peer;
     let started = Instant::now();
     let last_event_id = settings.event_ids.then(|| head.last_event_id()).flatten();
+    // Not kept for the stream's life: its headers are a few hundred bytes in each stream.
+    drop(head);
     info!(
         "stream {queue:?} opened for {peer} on broker {}{}",
         lease.broker,
