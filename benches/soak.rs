@@ -2,9 +2,10 @@
 //! checked for leaks and for lost or repeated messages. Hundreds of streams (`SOAK_STREAMS`, 500),
 //! a steady publish rate (`SOAK_RATE`, 500 msg/s in all) of persistent, confirmed messages, a tenth
 //! of the clients dropping every minute (FIN, RST, or a stall then RST) and coming back with
-//! `Last-Event-ID`, and the broker restarted once midway. Every 10 s the server's RSS, open files
-//! and threads (from /proc) and the broker's channel count go into a CSV; the run fails when any of
-//! them grew by more than 5 % from the comparison mark to the end, or when a client missed a
+//! `Last-Event-ID`, and the broker restarted once midway (`SOAK_BROKER_RESTART` times: 0 for
+//! none, more to see whether each restart costs again). Every 10 s the server's RSS, open files
+//! and threads (from /proc) and the broker's channel count go into a CSV; the run fails when any
+//! of them grew by more than 5 % from the comparison mark to the end, or when a client missed a
 //! message or got one twice. `scripts/soak` starts the broker and the memory cap and runs this;
 //! every loop here is bounded in time.
 
@@ -39,9 +40,9 @@ struct Plan {
     cgroup: Option<String>,
     broker_dir: String,
     broker_port: u16,
-    /// Whether the broker is restarted midway (`SOAK_BROKER_RESTART=0` leaves it up, to tell
-    /// what the restart costs apart from the rest).
-    broker_restart: bool,
+    /// How many times the broker is restarted (`SOAK_BROKER_RESTART`, 1): 0 leaves it up, to
+    /// tell what a restart costs apart from the rest; 2 or more show whether each costs again.
+    broker_restarts: u32,
 }
 
 impl Plan {
@@ -66,7 +67,7 @@ impl Plan {
             broker_dir: std::env::var("EVENTSOURCED_TEST_BROKER_DIR")
                 .expect("EVENTSOURCED_TEST_BROKER_DIR is not set: run the soak with `make soak`"),
             broker_port: support::broker_port(),
-            broker_restart: number("SOAK_BROKER_RESTART", 1.0) != 0.0,
+            broker_restarts: number("SOAK_BROKER_RESTART", 1.0) as u32,
         }
     }
 
@@ -83,9 +84,14 @@ impl Plan {
         }
     }
 
-    /// The broker restart: midway, and after the comparison mark.
-    fn restart_at(&self) -> Duration {
-        (self.run_time() / 2).max(self.mark() + Duration::from_secs(60).min(self.run_time() / 10))
+    /// The broker restarts: the first midway, and after the comparison mark; any others spread
+    /// evenly between it and the end.
+    fn restarts_at(&self) -> Vec<Duration> {
+        let first = (self.run_time() / 2)
+            .max(self.mark() + Duration::from_secs(60).min(self.run_time() / 10));
+        let n = self.broker_restarts;
+        let step = self.run_time().saturating_sub(first) / n.max(1);
+        (0..n).map(|k| first + step * k).collect()
     }
 }
 
@@ -128,11 +134,13 @@ fn main() {
         } else {
             ""
         },
-        if plan.broker_restart {
-            format!(
-                "broker restart at {:.1} min",
-                plan.restart_at().as_secs_f64() / 60.0
-            )
+        if plan.broker_restarts > 0 {
+            let at: Vec<String> = plan
+                .restarts_at()
+                .iter()
+                .map(|at| format!("{:.1}", at.as_secs_f64() / 60.0))
+                .collect();
+            format!("broker restart at {} min", at.join(", "))
         } else {
             "no broker restart (SOAK_BROKER_RESTART=0)".into()
         },
@@ -186,38 +194,35 @@ fn main() {
         thread::spawn(move || publish(port, &prefix, streams, rate, &shared, began + run_time))
     };
     let restart = {
-        let (dir, port, at) = (plan.broker_dir.clone(), plan.broker_port, plan.restart_at());
-        let restarting = plan.broker_restart;
+        let (dir, port, times) = (
+            plan.broker_dir.clone(),
+            plan.broker_port,
+            plan.restarts_at(),
+        );
         thread::spawn(move || {
-            if !restarting {
-                return;
+            for at in times {
+                thread::sleep(at.saturating_sub(began.elapsed()));
+                let stopping = Instant::now();
+                rabbitmq(&["stop", &dir]);
+                let stopped = stopping.elapsed();
+                rabbitmq(&["start", &dir, &port.to_string()]);
+                eprintln!(
+                    "soak: broker restarted at {:.1} min (stop {:.1} s, down {:.1} s)",
+                    at.as_secs_f64() / 60.0,
+                    stopped.as_secs_f64(),
+                    stopping.elapsed().as_secs_f64()
+                );
             }
-            thread::sleep(at.saturating_sub(began.elapsed()));
-            let stopping = Instant::now();
-            rabbitmq(&["stop", &dir]);
-            let stopped = stopping.elapsed();
-            rabbitmq(&["start", &dir, &port.to_string()]);
-            eprintln!(
-                "soak: broker restarted at {:.1} min (stop {:.1} s, down {:.1} s)",
-                at.as_secs_f64() / 60.0,
-                stopped.as_secs_f64(),
-                stopping.elapsed().as_secs_f64()
-            );
         })
     };
 
     // Where the plot draws its vertical lines.
     std::fs::write(
         plan.out.join("marks.csv"),
-        if plan.broker_restart {
-            format!(
-                "what,seconds\ncomparison mark,{}\nbroker restart,{}\n",
-                plan.mark().as_secs(),
-                plan.restart_at().as_secs()
-            )
-        } else {
-            format!("what,seconds\ncomparison mark,{}\n", plan.mark().as_secs())
-        },
+        plan.restarts_at().iter().fold(
+            format!("what,seconds\ncomparison mark,{}\n", plan.mark().as_secs()),
+            |marks, at| marks + &format!("broker restart,{}\n", at.as_secs()),
+        ),
     )
     .expect("write marks.csv");
 
