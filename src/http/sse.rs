@@ -6,6 +6,9 @@
 /// Sent first on every stream, so the client knows the stream is open before any message exists.
 pub const BANNER: &[u8] = b": SSE stream\n\n";
 
+/// What an event's id line starts with: its frame's first bytes when it has one.
+pub const ID_FIELD: &[u8] = b"id: ";
+
 /// One event: an optional `id:` and `event:` field, then the message body as `data:` lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Event<'a> {
@@ -17,7 +20,7 @@ pub struct Event<'a> {
 /// Appends `event` to `out`.
 pub fn push_event(out: &mut Vec<u8>, event: &Event<'_>) {
     if let Some(id) = event.id {
-        push_field(out, b"id: ", id.as_bytes());
+        push_field(out, ID_FIELD, id.as_bytes());
     }
     if let Some(name) = event.event {
         push_field(out, b"event: ", name.as_bytes());

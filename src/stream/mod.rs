@@ -2,8 +2,8 @@
 //! it and writes frames, and the window of deliveries held unacked until the client has them.
 
 pub mod event_id;
+pub mod frames;
 pub mod hangup;
-pub mod message;
 pub mod pattern;
 pub mod registry;
 pub mod resume;

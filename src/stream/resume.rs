@@ -14,15 +14,15 @@ pub struct ResumePlan<T> {
     pub send: Vec<T>,
 }
 
-/// Splits `gathered` (in the order received) for a client whose last event is `last`.
+/// Splits `gathered` (in the order received) for a client whose last event is the one for
+/// which `is_last` holds.
 pub fn plan<T>(
     gathered: Vec<T>,
     redelivered: impl Fn(&T) -> bool,
-    id_of: impl Fn(&T) -> &str,
-    last: &str,
+    is_last: impl Fn(&T) -> bool,
 ) -> ResumePlan<T> {
     let (mut replayed, fresh): (Vec<T>, Vec<T>) = gathered.into_iter().partition(redelivered);
-    let skip = match replayed.iter().position(|d| id_of(d) == last) {
+    let skip = match replayed.iter().position(is_last) {
         Some(position) => replayed.drain(..=position).collect(),
         None => Vec::new(),
     };
@@ -39,7 +39,7 @@ mod tests {
 
     /// (id, redelivered)
     fn run(gathered: &[(&str, bool)], last: &str) -> (Vec<String>, Vec<String>) {
-        let plan = plan(gathered.to_vec(), |d| d.1, |d| d.0, last);
+        let plan = plan(gathered.to_vec(), |d| d.1, |d| d.0 == last);
         let ids = |v: Vec<(&str, bool)>| v.into_iter().map(|d| d.0.to_string()).collect();
         (ids(plan.skip), ids(plan.send))
     }

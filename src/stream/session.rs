@@ -11,14 +11,14 @@ use crate::http::{Client, RequestHead, Responder};
 use crate::memory;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
+use crate::stream::frames::{Form, Frames};
 use crate::stream::hangup::HangupWatch;
-use crate::stream::message::Message;
 use crate::stream::pattern::{Binding, RequestParts};
 use crate::stream::registry::{Conflict, Registry};
 use crate::stream::resume;
 use crate::stream::window::{AckWindow, Bounds, Release};
 use crate::sys;
-use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, Delivery, FieldTable};
+use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, FieldTable};
 use crossbeam_channel::{select, Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
 use std::sync::atomic::Ordering;
@@ -39,9 +39,6 @@ const RESUME_WAIT: Duration = Duration::from_millis(200);
 const RESUME_WAIT_MAX: Duration = Duration::from_secs(3);
 /// How often a window waiting on the client's TCP is looked at again.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
-/// Bytes a write buffer is given for each frame beyond its data (`id:` with an event id,
-/// `event:`, field names, newlines): an estimate for its first size; a body of many lines grows it.
-const FRAME_OVERHEAD: usize = 96;
 /// The longest idle wait: a stream without keep-alives and nothing held.
 const FOREVER: Duration = Duration::from_secs(86_400 * 365);
 
@@ -463,16 +460,17 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let mut batch = match first {
-                Ok(ConsumerMessage::Delivery(delivery)) => vec![self.keep(delivery)],
+            let mut batch = Frames::new();
+            match first {
+                Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery, self.form()),
                 Ok(other) => return ended_by(other),
                 Err(_) => return End::ChannelClosed("connection lost".into()),
-            };
+            }
             // Deliveries that are already waiting go out in the same write.
             let mut pending_end = None;
             while batch.len() < batch_limit {
                 match deliveries.try_recv() {
-                    Ok(ConsumerMessage::Delivery(delivery)) => batch.push(self.keep(delivery)),
+                    Ok(ConsumerMessage::Delivery(delivery)) => batch.push(delivery, self.form()),
                     Ok(other) => {
                         pending_end = Some(ended_by(other));
                         break;
@@ -524,17 +522,20 @@ impl Session<'_> {
         }
     }
 
-    /// What the stream keeps of a delivery (`Message`); the rest of it is freed here.
-    fn keep(&self, delivery: Box<Delivery>) -> Message {
+    /// Which fields the stream's frames carry.
+    fn form(&self) -> Form {
         let settings = &self.context.settings;
-        Message::of(delivery, settings.event_ids, settings.event_types)
+        Form {
+            event_ids: settings.event_ids,
+            event_types: settings.event_types,
+        }
     }
 
     /// A resuming stream's first batch: what the broker sends in the first moments (and for as
     /// long as redeliveries keep coming, until the client's last event is among them), planned
     /// by `resume::plan`; what the client already has is acked unsent. (A stream resumes only
-    /// when its frames carry ids, so every kept message has one.)
-    fn resume_after(&mut self, last: &str) -> Result<Vec<Message>, End> {
+    /// when its frames carry ids.)
+    fn resume_after(&mut self, last: &str) -> Result<Frames, End> {
         let limit = usize::from(self.context.settings.qos());
         let started = Instant::now();
         let latest = started + RESUME_WAIT_MAX;
@@ -543,7 +544,7 @@ impl Session<'_> {
         // until the client's last event is among it, it is waited for, however slow a busy
         // broker is to send the first of it.
         let expected = usize::try_from(self.waiting).map_or(limit, |w| w.min(limit));
-        let mut gathered = Vec::new();
+        let mut gathered = Frames::new();
         let mut found = false;
         while gathered.len() < limit {
             let until = if !found && gathered.len() < expected {
@@ -554,16 +555,16 @@ impl Session<'_> {
             let left = until.saturating_duration_since(Instant::now());
             match self.consumer.receiver().recv_timeout(left) {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
-                    let message = self.keep(delivery);
+                    let redelivered = delivery.redelivered;
+                    gathered.push(delivery, self.form());
                     // Until the client's last event is among the redeliveries, more of what it
                     // has may still be on its way back.
-                    if message.redelivered && !found {
-                        found = message.id.as_deref() == Some(last);
+                    if redelivered && !found {
+                        found = gathered.id(gathered.len() - 1) == Some(last);
                         if !found {
                             deadline = (Instant::now() + RESUME_WAIT).min(latest).max(deadline);
                         }
                     }
-                    gathered.push(message);
                 }
                 Ok(other) => return Err(ended_by(other)),
                 Err(RecvTimeoutError::Timeout) => break,
@@ -573,16 +574,15 @@ impl Session<'_> {
             }
         }
         let plan = resume::plan(
-            gathered,
-            |m| m.redelivered,
-            |m| m.id.as_deref().unwrap_or_default(),
-            last,
+            (0..gathered.len()).collect(),
+            |&index| gathered.frame(index).redelivered,
+            |&index| gathered.id(index) == Some(last),
         );
         let skipped = plan.skip.len();
         // One by one: fresh deliveries with lower tags may be among the unsent.
-        for message in plan.skip {
+        for &index in &plan.skip {
             self.consumer
-                .ack_tag(message.tag, false)
+                .ack_tag(gathered.frame(index).tag, false)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;
         }
         if skipped > 0 {
@@ -592,37 +592,19 @@ impl Session<'_> {
                 .fetch_add(skipped as u64, Ordering::Relaxed);
             debug!("skipped {skipped} messages the client already has");
         }
-        Ok(plan.send)
+        Ok(gathered.select(&plan.send))
     }
 
     /// Writes `batch` in one write, holds it in the window, then acks what may be acked.
-    fn write(&mut self, batch: Vec<Message>) -> Result<(), End> {
+    fn write(&mut self, batch: Frames) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
         }
-        // A buffer for this write only: one kept between writes would keep the size of the
-        // largest burst, in every one of thousands of idle streams.
-        let size = batch
-            .iter()
-            .map(|m| m.body.len() + FRAME_OVERHEAD)
-            .sum::<usize>();
-        let mut frames = Vec::with_capacity(size);
-        let mut ends = Vec::with_capacity(batch.len());
-        for message in &batch {
-            let event = sse::Event {
-                id: message.id.as_deref(),
-                event: message.kind.as_deref(),
-                data: &message.body,
-            };
-            sse::push_event(&mut frames, &event);
-            ends.push(frames.len() as u64);
-        }
         let start = self.written;
-        let sent = self.send(&frames);
+        let sent = self.send(batch.bytes());
         let sent_at = Instant::now();
-        self.burst |= frames.len() >= memory::BURST;
+        self.burst |= batch.bytes().len() >= memory::BURST;
         self.quiet_from = Some(sent_at);
-        drop(frames);
         sent.map_err(End::ClientGone)?;
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
         // every frame of the batch counts as received when the whole batch is.
@@ -631,21 +613,16 @@ impl Session<'_> {
         let count = batch.len() as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
-        let mut previous = 0;
         let held = batch
-            .into_iter()
-            .zip(ends)
-            .map(|(message, end)| {
-                // Only the tag is needed from here on.
-                let frame = end - previous;
-                previous = end;
-                (
-                    message.tag,
-                    start + if exact { end } else { batch_end },
-                    frame,
-                )
+            .ends()
+            .map(|(tag, end, size)| {
+                let end = if exact { end as u64 } else { batch_end };
+                (tag, start + end, size as u64)
             })
             .collect();
+        // A buffer for this write only: one kept between writes would keep the size of the
+        // largest burst, in every one of thousands of idle streams.
+        drop(batch);
         self.window.hold_batch(held, sent_at);
         self.settle()
     }
