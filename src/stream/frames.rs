@@ -61,7 +61,7 @@ impl Frames {
             None
         };
         let event = sse::Event {
-            id: id.as_deref(),
+            id: id.as_ref().map(event_id::EventId::as_str),
             event: kind,
             data: &delivery.body,
         };
