@@ -72,10 +72,14 @@ impl Frames {
     pub fn push_event(&mut self, tag: u64, redelivered: bool, event: &sse::Event<'_>) {
         self.bytes.reserve(event.data.len() + FRAME_OVERHEAD);
         sse::push_event(&mut self.bytes, event);
-        // An event id has no line break (`event_id::of`), so it is written as it is.
+        // An id is written without line breaks (`sse`); those of `event_id::of` have none. One
+        // that could not be read back as it was given gets no length: it is never taken for a
+        // client's last event, so nothing is skipped on its account.
         let id_len = event
             .id
-            .map_or(0, |id| u16::try_from(id.len()).unwrap_or(0));
+            .filter(|id| !id.contains(['\r', '\n']))
+            .and_then(|id| u16::try_from(id.len()).ok())
+            .unwrap_or(0);
         self.frames.push(Frame {
             tag,
             redelivered,
@@ -106,6 +110,11 @@ impl Frames {
         let start = self.start(index) + sse::ID_FIELD.len();
         let id = self.bytes.get(start..start + usize::from(frame.id_len))?;
         std::str::from_utf8(id).ok()
+    }
+
+    /// The bytes the buffer holds room for: after a resume, also those of the frames cut off.
+    pub fn allocated(&self) -> usize {
+        self.bytes.capacity()
     }
 
     /// Every frame's bytes, in order: what one write sends.
@@ -225,6 +234,16 @@ mod tests {
         let ends: Vec<_> = selected.ends().collect();
         assert_eq!(ends, [(9, 13, 13), (7, 31, 18)]);
         assert_eq!(selected.id(1), Some("a1"));
+    }
+
+    #[test]
+    fn an_id_that_was_written_otherwise_is_never_read_back() {
+        let mut frames = Frames::new();
+        frames.push_event(1, true, &event(Some("a\nb"), "x"));
+        assert_eq!(frames.id(0), None);
+        let long = "i".repeat(70_000);
+        frames.push_event(2, true, &event(Some(&long), "x"));
+        assert_eq!(frames.id(1), None);
     }
 
     #[test]

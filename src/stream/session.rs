@@ -603,7 +603,7 @@ impl Session<'_> {
         let start = self.written;
         let sent = self.send(batch.bytes());
         let sent_at = Instant::now();
-        self.burst |= batch.bytes().len() >= memory::BURST;
+        self.burst |= batch.allocated() >= memory::BURST;
         self.quiet_from = Some(sent_at);
         sent.map_err(End::ClientGone)?;
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
