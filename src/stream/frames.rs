@@ -126,7 +126,7 @@ impl Frames {
     pub fn ends(&self) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
         (0..self.frames.len()).map(|index| {
             let frame = self.frames[index];
-            (frame.tag, frame.end, frame.end - self.start(index))
+            (frame.tag, frame.end, self.size(index))
         })
     }
 
