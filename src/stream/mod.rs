@@ -1,6 +1,7 @@
 //! One client's stream: which queue a request names, who holds it, the session that consumes
 //! it and writes frames, and the window of deliveries held unacked until the client has them.
 
+pub mod chunk_queue;
 pub mod event_id;
 pub mod frames;
 pub mod hangup;

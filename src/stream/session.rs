@@ -239,7 +239,7 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
         burst: false,
         waiting: declared.messages,
     };
-    let end = session.run(last_event_id.as_deref(), &claim.stop, gone);
+    let end = session.run(last_event_id, &claim.stop, gone);
     let delivered = session.delivered;
     // Stop watching before the socket can close and its descriptor be reused.
     drop(watch);
@@ -407,7 +407,7 @@ struct Session<'a> {
 impl Session<'_> {
     fn run(
         &mut self,
-        last_event_id: Option<&str>,
+        last_event_id: Option<String>,
         taken_over: &Receiver<()>,
         client_gone: &Receiver<()>,
     ) -> End {
@@ -426,8 +426,10 @@ impl Session<'_> {
         if let Err(e) = sent {
             return End::ClientGone(e);
         }
+        // Not kept once resumed: only streams that came back hold one, so a long-lived
+        // allocation of its size would follow a stream's history (see `chunk_queue`).
         if let Some(id) = last_event_id {
-            let replayed = match self.resume_after(id) {
+            let replayed = match self.resume_after(&id) {
                 Ok(replayed) => replayed,
                 Err(end) => return end,
             };

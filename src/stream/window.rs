@@ -9,7 +9,7 @@
 //!
 //! Pure logic over delivery tags and stream offsets: no broker, no socket.
 
-use std::collections::VecDeque;
+use crate::stream::chunk_queue::ChunkQueue;
 use std::time::{Duration, Instant};
 
 /// How much the window holds at most; past any bound the oldest deliveries are acked.
@@ -46,6 +46,7 @@ impl<T> Release<T> {
 }
 
 /// 24 bytes: a window may hold thousands, in each of thousands of streams.
+#[derive(Debug, Clone, Copy)]
 struct Held {
     tag: u64,
     /// The stream offset just past this delivery's frame.
@@ -72,8 +73,13 @@ impl Held {
     }
 }
 
+/// Held deliveries a chunk of the window takes: 42 of 24 bytes, 1,008 bytes.
+const CHUNK: usize = 42;
+
 pub struct AckWindow {
-    held: VecDeque<Held>,
+    /// In chunks of one size, which every stream's window allocates whatever it held before
+    /// (see `chunk_queue`).
+    held: ChunkQueue<Held, CHUNK>,
     bounds: Bounds,
     bytes: u64,
     /// True while the held tags increase from oldest to newest: always, but while a resumed
@@ -87,7 +93,7 @@ pub struct AckWindow {
 impl AckWindow {
     pub fn new(bounds: Bounds) -> AckWindow {
         AckWindow {
-            held: VecDeque::new(),
+            held: ChunkQueue::new(),
             bounds,
             bytes: 0,
             in_order: true,
@@ -108,7 +114,7 @@ impl AckWindow {
             .checked_sub(Duration::from_millis(u64::from(half)))
             .unwrap_or(now);
         let shift = moved.saturating_duration_since(epoch).as_millis();
-        for held in &mut self.held {
+        for held in self.held.iter_mut() {
             held.written =
                 u32::try_from(u128::from(held.written).saturating_sub(shift)).unwrap_or(0);
         }
@@ -138,7 +144,6 @@ impl AckWindow {
             above
         });
         self.in_order &= increasing;
-        self.make_room(batch.len());
         let written = self.stamp(now);
         let last = batch.len().saturating_sub(1);
         for (index, (tag, end, bytes)) in batch.into_iter().enumerate() {
@@ -154,41 +159,14 @@ impl AckWindow {
         }
     }
 
-    /// Room for `more` held deliveries: half as much again as there was (or what they need),
-    /// not twice as much, as a window of a steady stream holds about the same count for hours.
-    fn make_room(&mut self, more: usize) {
-        let needed = self.held.len() + more;
-        let room = self.held.capacity();
-        if needed > room {
-            let grown = (room + room / 2).max(Self::FIRST_ROOM);
-            self.held.reserve_exact(needed.max(grown) - self.held.len());
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.held.len()
     }
 
-    /// Room for this many held deliveries is kept whatever was held before.
-    const KEEP: usize = 32;
-    /// The room a window takes when it first holds something.
-    const FIRST_ROOM: usize = 8;
-
-    /// Gives back room once less than half of it is used (a burst was released, or a stream
-    /// slowed down), keeping half as much again as is held: an idle stream of thousands must
-    /// not keep the size of its largest burst.
-    fn shrink_after_burst(&mut self) {
-        let room = self.held.capacity();
-        let len = self.held.len();
-        if room > Self::KEEP && len * 2 < room {
-            self.held.shrink_to((len + len / 2).max(Self::KEEP));
-        }
-    }
-
-    /// The room the window has for held deliveries now.
+    /// The chunks the window holds memory for.
     #[cfg(test)]
-    fn room(&self) -> usize {
-        self.held.capacity()
+    fn chunks(&self) -> usize {
+        self.held.chunks()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -204,9 +182,23 @@ impl AckWindow {
             Some(found) => found,
             None => return Release::Nothing,
         };
-        let done: Vec<Held> = self.held.drain(..cut).collect();
-        self.bytes -= done.iter().map(Held::bytes).sum::<u64>();
-        self.shrink_after_burst();
+        // The acks: with `multiple`, one on the newest released, where a delivery was kept
+        // (none if it was not); otherwise one on each kept.
+        let mut newest: Option<Held> = None;
+        let mut each = Vec::new();
+        for _ in 0..cut {
+            let Some(held) = self.held.pop_front() else {
+                break;
+            };
+            self.bytes -= held.bytes();
+            if multiple {
+                if newest.map_or(true, |n| held.tag >= n.tag) {
+                    newest = Some(held);
+                }
+            } else if held.ack_here() {
+                each.push(held.tag);
+            }
+        }
         if !self.in_order {
             self.in_order = self
                 .held
@@ -215,22 +207,14 @@ impl AckWindow {
                 .all(|(a, b)| a.tag < b.tag);
         }
         if multiple {
-            let newest = done
-                .into_iter()
-                .max_by_key(|h| h.tag)
+            newest
                 .filter(Held::ack_here)
-                .map(|h| h.tag);
-            newest.map_or(Release::Nothing, |newest| Release::UpTo {
-                newest,
-                count: cut,
-            })
+                .map_or(Release::Nothing, |newest| Release::UpTo {
+                    newest: newest.tag,
+                    count: cut,
+                })
         } else {
-            Release::Each(
-                done.into_iter()
-                    .filter(Held::ack_here)
-                    .map(|h| h.tag)
-                    .collect(),
-            )
+            Release::Each(each)
         }
     }
 
@@ -434,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn the_room_of_a_burst_is_given_back_once_released() {
+    fn a_burst_takes_chunks_and_gives_them_back_once_released() {
         let bounds = Bounds {
             messages: 0,
             bytes: u64::MAX,
@@ -444,25 +428,25 @@ mod tests {
         let now = Instant::now();
         let burst: Vec<(u64, u64, u64)> = (1..=1000).map(|t| (t, t * 10, 10)).collect();
         window.hold_batch(burst, now);
-        assert!(window.room() >= 1000);
+        assert_eq!(window.chunks(), 1000_usize.div_ceil(CHUNK));
         assert_eq!(window.release(10_000, now).count(), 1000);
-        assert!(window.room() <= 64, "room for {} kept", window.room());
+        assert_eq!(window.chunks(), 1, "an emptied window keeps one chunk");
     }
 
     #[test]
-    fn a_steady_stream_keeps_room_for_half_as_much_again() {
+    fn a_steady_stream_takes_the_chunks_it_holds() {
         let mut window = AckWindow::new(bounds(20, LOTS, 3600));
         let now = Instant::now();
         fill(&mut window, 1..=120, now);
-        let room = window.room();
-        assert!((120..=180).contains(&room), "room for {room} after 120");
-        // Most of it released: the room follows.
+        assert_eq!(window.chunks(), 120_usize.div_ceil(CHUNK));
+        // Most of it released: the chunks follow.
         assert_eq!(window.release(LOTS, now).count(), 100);
-        assert!(
-            window.room() <= AckWindow::KEEP,
-            "room for {} kept",
-            window.room()
-        );
+        assert!(window.chunks() <= 2, "{} chunks kept", window.chunks());
+    }
+
+    #[test]
+    fn a_chunk_of_the_window_is_about_a_kilobyte() {
+        assert_eq!(CHUNK * std::mem::size_of::<Held>(), 1008);
     }
 
     #[test]

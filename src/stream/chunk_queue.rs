@@ -1,0 +1,257 @@
+//! A first-in first-out queue kept in chunks of one fixed size: it takes memory a chunk at a time
+//! as it grows, and gives a chunk back once everything in it has left.
+//!
+//! Every queue of a kind then allocates blocks of one size, whatever its history, and a block one
+//! queue frees is one another can reuse. A queue that grows by copying into ever larger blocks
+//! (`VecDeque`) ends in a block whose size depends on what it once held: a stream's ack window
+//! ended in one size after a steady start and another after a resume's burst. As the streams
+//! that came back replaced the others, the blocks of the first size emptied one by one among
+//! those still used, and the allocator could give back none of that memory.
+
+use std::collections::VecDeque;
+
+/// Entries in chunks of `N`.
+#[derive(Debug)]
+pub struct ChunkQueue<T, const N: usize> {
+    /// Each with room for exactly `N`; only the last is not full.
+    chunks: VecDeque<Vec<T>>,
+    /// Entries of the first chunk that have left already.
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> ChunkQueue<T, N> {
+    pub fn new() -> ChunkQueue<T, N> {
+        ChunkQueue {
+            chunks: VecDeque::new(),
+            head: 0,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push_back(&mut self, value: T) {
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < N => last.push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(N);
+                chunk.push(value);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Takes the oldest entry. A chunk all of whose entries have left is freed, but for the last
+    /// one: an emptied queue keeps it for what comes next.
+    pub fn pop_front(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let several = self.chunks.len() > 1;
+        let first = self.chunks.front_mut()?;
+        let value = *first.get(self.head)?;
+        self.head += 1;
+        self.len -= 1;
+        if self.head == first.len() {
+            if several {
+                self.chunks.pop_front();
+            } else {
+                first.clear();
+            }
+            self.head = 0;
+        }
+        Some(value)
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.get(0)
+    }
+
+    pub fn back(&self) -> Option<&T> {
+        self.len.checked_sub(1).and_then(|last| self.get(last))
+    }
+
+    /// The entry `index` places after the oldest.
+    pub fn get(&self, index: usize) -> Option<&T> {
+        if index >= self.len {
+            return None;
+        }
+        let at = self.head + index;
+        self.chunks.get(at / N)?.get(at % N)
+    }
+
+    /// Oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        let head = self.head;
+        self.chunks
+            .iter()
+            .enumerate()
+            .flat_map(move |(index, chunk)| {
+                if index == 0 {
+                    &chunk[head..]
+                } else {
+                    &chunk[..]
+                }
+            })
+    }
+
+    /// Oldest first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> + '_ {
+        let head = self.head;
+        self.chunks
+            .iter_mut()
+            .enumerate()
+            .flat_map(move |(index, chunk)| {
+                if index == 0 {
+                    &mut chunk[head..]
+                } else {
+                    &mut chunk[..]
+                }
+            })
+    }
+
+    /// How many chunks the queue holds memory for.
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+impl<T: Copy, const N: usize> Default for ChunkQueue<T, N> {
+    fn default() -> Self {
+        ChunkQueue::new()
+    }
+}
+
+impl<T: Copy, const N: usize> std::ops::Index<usize> for ChunkQueue<T, N> {
+    type Output = T;
+
+    fn index(&self, index: usize) -> &T {
+        match self.get(index) {
+            Some(value) => value,
+            None => panic!("index {index} in a queue of {}", self.len),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Queue = ChunkQueue<u32, 4>;
+
+    fn filled(values: std::ops::Range<u32>) -> Queue {
+        let mut queue = Queue::new();
+        for value in values {
+            queue.push_back(value);
+        }
+        queue
+    }
+
+    #[test]
+    fn entries_leave_in_the_order_they_came() {
+        let mut queue = filled(0..10);
+        assert_eq!(queue.len(), 10);
+        let taken: Vec<u32> = std::iter::from_fn(|| queue.pop_front()).collect();
+        assert_eq!(taken, (0..10).collect::<Vec<_>>());
+        assert!(queue.is_empty());
+        assert_eq!(queue.pop_front(), None);
+    }
+
+    #[test]
+    fn indexing_and_iteration_start_at_the_oldest() {
+        let mut queue = filled(0..10);
+        queue.pop_front();
+        queue.pop_front();
+        queue.pop_front();
+        queue.pop_front();
+        queue.pop_front();
+        assert_eq!(queue.front(), Some(&5));
+        assert_eq!(queue.back(), Some(&9));
+        assert_eq!(queue[0], 5);
+        assert_eq!(queue[4], 9);
+        assert_eq!(queue.get(5), None);
+        assert_eq!(queue.iter().copied().collect::<Vec<_>>(), [5, 6, 7, 8, 9]);
+        for value in queue.iter_mut() {
+            *value *= 10;
+        }
+        assert_eq!(
+            queue.iter().copied().collect::<Vec<_>>(),
+            [50, 60, 70, 80, 90]
+        );
+    }
+
+    #[test]
+    fn memory_follows_the_length_a_chunk_at_a_time() {
+        let mut queue = filled(0..1000);
+        assert_eq!(queue.chunks(), 250);
+        for _ in 0..998 {
+            queue.pop_front();
+        }
+        // Entries 998 and 999: the last chunk.
+        assert_eq!(queue.chunks(), 1);
+        queue.pop_front();
+        queue.pop_front();
+        assert!(queue.is_empty());
+        // An emptied queue keeps one chunk, and fills it again before taking another.
+        assert_eq!(queue.chunks(), 1);
+        for value in 0..4 {
+            queue.push_back(value);
+        }
+        assert_eq!(queue.chunks(), 1);
+        queue.push_back(4);
+        assert_eq!(queue.chunks(), 2);
+    }
+
+    #[test]
+    fn a_queue_emptied_midway_through_a_chunk_starts_it_over() {
+        let mut queue = filled(0..2);
+        queue.pop_front();
+        queue.pop_front();
+        queue.push_back(7);
+        assert_eq!(queue.front(), Some(&7));
+        assert_eq!(queue.iter().copied().collect::<Vec<_>>(), [7]);
+        assert_eq!(queue.chunks(), 1);
+    }
+
+    proptest::proptest! {
+        /// Any run of pushes (`Some`) and pops (`None`) leaves what a `VecDeque` would, in no
+        /// more chunks than its length needs and one more for a first chunk begun at its end.
+        #[test]
+        fn it_holds_what_a_vecdeque_holds(ops in proptest::collection::vec(
+            proptest::option::weighted(0.6, 0u32..1000), 0..200)) {
+            let mut queue = Queue::new();
+            let mut model = std::collections::VecDeque::new();
+            for op in ops {
+                match op {
+                    Some(value) => {
+                        queue.push_back(value);
+                        model.push_back(value);
+                    }
+                    None => proptest::prop_assert_eq!(queue.pop_front(), model.pop_front()),
+                }
+                proptest::prop_assert_eq!(queue.len(), model.len());
+                proptest::prop_assert_eq!(queue.front(), model.front());
+                proptest::prop_assert_eq!(queue.back(), model.back());
+                proptest::prop_assert!(queue.iter().eq(model.iter()));
+                for (index, value) in model.iter().enumerate() {
+                    proptest::prop_assert_eq!(queue[index], *value);
+                }
+                proptest::prop_assert!(queue.chunks() <= model.len().div_ceil(4) + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunk_takes_exactly_its_entries() {
+        let queue = filled(0..1);
+        assert_eq!(queue.chunks[0].capacity(), 4);
+    }
+}
