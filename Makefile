@@ -33,8 +33,9 @@ bench-failover:
 bench:
 	scripts/bench
 
-## 500 streams for 30 minutes (SOAK_MINUTES=5 for five) with clients dropping and a broker
-## restart, the server under a 256M memory cgroup; fails on growth or a lost/repeated message.
+## The static build (made first) under 500 streams for 30 minutes (SOAK_MINUTES=5 for five) with
+## clients dropping and a broker restart, the server under a 256M memory cgroup; fails on growth
+## or a lost/repeated message.
 ## Writes target/soak/soak.csv and soak.png. Not part of CI.
 soak:
 	scripts/soak
