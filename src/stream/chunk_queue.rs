@@ -1,5 +1,5 @@
 //! A first-in first-out queue kept in chunks of one fixed size: it takes memory a chunk at a time
-//! as it grows, and gives a chunk back once everything in it has left.
+//! as it grows, gives a chunk back once everything in it has left, and holds none when empty.
 //!
 //! Every queue of a kind then allocates blocks of one size, whatever its history, and a block one
 //! queue frees is one another can reuse. A queue that grows by copying into ever larger blocks
@@ -13,7 +13,8 @@ use std::collections::VecDeque;
 /// Entries in chunks of `N`.
 #[derive(Debug)]
 pub struct ChunkQueue<T, const N: usize> {
-    /// Each with room for exactly `N`; only the last is not full.
+    /// Each with room for exactly `N`; only the last is not full. The list itself (24 bytes a
+    /// chunk) shrinks too, once mostly unused.
     chunks: VecDeque<Vec<T>>,
     /// Entries of the first chunk that have left already.
     head: usize,
@@ -21,7 +22,14 @@ pub struct ChunkQueue<T, const N: usize> {
 }
 
 impl<T: Copy, const N: usize> ChunkQueue<T, N> {
+    /// A chunk holds something: `ChunkQueue<T, 0>` does not build.
+    const SOME_ROOM: () = assert!(N > 0, "a chunk must have room");
+    /// The list of chunks keeps room for this many whatever it held.
+    const LIST_KEEP: usize = 4;
+
     pub fn new() -> ChunkQueue<T, N> {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::SOME_ROOM;
         ChunkQueue {
             chunks: VecDeque::new(),
             head: 0,
@@ -49,24 +57,26 @@ impl<T: Copy, const N: usize> ChunkQueue<T, N> {
         self.len += 1;
     }
 
-    /// Takes the oldest entry. A chunk all of whose entries have left is freed, but for the last
-    /// one: an emptied queue keeps it for what comes next.
+    /// Takes the oldest entry. A chunk all of whose entries have left is freed.
     pub fn pop_front(&mut self) -> Option<T> {
         if self.len == 0 {
             return None;
         }
-        let several = self.chunks.len() > 1;
-        let first = self.chunks.front_mut()?;
+        let first = self.chunks.front()?;
         let value = *first.get(self.head)?;
         self.head += 1;
         self.len -= 1;
         if self.head == first.len() {
-            if several {
-                self.chunks.pop_front();
-            } else {
-                first.clear();
-            }
+            self.chunks.pop_front();
             self.head = 0;
+            let listed = self.chunks.len();
+            if listed == 0 {
+                self.chunks = VecDeque::new();
+            } else if self.chunks.capacity() > Self::LIST_KEEP
+                && listed * 4 <= self.chunks.capacity()
+            {
+                self.chunks.shrink_to((listed * 2).max(Self::LIST_KEEP));
+            }
         }
         Some(value)
     }
@@ -121,6 +131,12 @@ impl<T: Copy, const N: usize> ChunkQueue<T, N> {
     /// How many chunks the queue holds memory for.
     pub fn chunks(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// How many chunks its list has room for.
+    #[cfg(test)]
+    fn listed_room(&self) -> usize {
+        self.chunks.capacity()
     }
 }
 
@@ -195,13 +211,14 @@ mod tests {
         for _ in 0..998 {
             queue.pop_front();
         }
-        // Entries 998 and 999: the last chunk.
+        // Entries 998 and 999: the last chunk, and a list shrunk to the few it holds.
         assert_eq!(queue.chunks(), 1);
+        assert!(queue.listed_room() <= 4, "room for {}", queue.listed_room());
         queue.pop_front();
         queue.pop_front();
         assert!(queue.is_empty());
-        // An emptied queue keeps one chunk, and fills it again before taking another.
-        assert_eq!(queue.chunks(), 1);
+        assert_eq!(queue.chunks(), 0);
+        assert_eq!(queue.listed_room(), 0, "an empty queue holds no memory");
         for value in 0..4 {
             queue.push_back(value);
         }
@@ -211,10 +228,11 @@ mod tests {
     }
 
     #[test]
-    fn a_queue_emptied_midway_through_a_chunk_starts_it_over() {
+    fn a_queue_emptied_midway_through_a_chunk_starts_afresh() {
         let mut queue = filled(0..2);
         queue.pop_front();
         queue.pop_front();
+        assert_eq!(queue.chunks(), 0);
         queue.push_back(7);
         assert_eq!(queue.front(), Some(&7));
         assert_eq!(queue.iter().copied().collect::<Vec<_>>(), [7]);
@@ -223,7 +241,8 @@ mod tests {
 
     proptest::proptest! {
         /// Any run of pushes (`Some`) and pops (`None`) leaves what a `VecDeque` would, in no
-        /// more chunks than its length needs and one more for a first chunk begun at its end.
+        /// more chunks than its length needs and one more for a first chunk begun at its end,
+        /// and in none once empty.
         #[test]
         fn it_holds_what_a_vecdeque_holds(ops in proptest::collection::vec(
             proptest::option::weighted(0.6, 0u32..1000), 0..200)) {
@@ -245,6 +264,7 @@ mod tests {
                     proptest::prop_assert_eq!(queue[index], *value);
                 }
                 proptest::prop_assert!(queue.chunks() <= model.len().div_ceil(4) + 1);
+                proptest::prop_assert!(!model.is_empty() || queue.listed_room() == 0);
             }
         }
     }
