@@ -6,6 +6,10 @@
 //! ever logged: with a thread a stream, that was a few hundred bytes in every worker, larger in
 //! those whose stream once ended with a long reason (a broker restart ends them all so), and the
 //! memory the smaller ones had held could not be given back from among the larger.
+//!
+//! A control character in a line (a newline or a terminal escape, from a client's request or a
+//! broker's answer) is written as `\xNN`: one record is one line, and a log read on a terminal
+//! runs no escape sequence.
 
 use crate::clock::UtcTime;
 use std::io::Write;
@@ -27,7 +31,7 @@ pub fn init(level: Option<&str>) {
         filter,
         pid: std::process::id(),
     };
-    // Only the first call sets a logger (tests may call this more than once).
+    // A second call would leave the first logger in place.
     if log::set_boxed_logger(Box::new(lines)).is_ok() {
         log::set_max_level(max_level);
     }
@@ -48,7 +52,7 @@ impl log::Log for Lines {
             return;
         }
         let mut line = Line::new();
-        let formatted = writeln!(
+        let formatted = write!(
             line,
             "[{}] {} {:<5} {}",
             self.pid,
@@ -56,13 +60,42 @@ impl log::Log for Lines {
             record.level(),
             record.args()
         );
-        if formatted.is_ok() {
-            // One write a line, as lines from many threads interleave.
-            let _ = std::io::stderr().lock().write_all(line.bytes());
+        if formatted.is_err() {
+            return;
         }
+        let escaped;
+        let bytes = if line.bytes().iter().any(|&b| is_control(b)) {
+            let mut with_escapes = escape_controls(line.bytes());
+            with_escapes.push(b'\n');
+            escaped = with_escapes;
+            &escaped[..]
+        } else {
+            // Writing to a `Line` does not fail.
+            let _ = line.write_all(b"\n");
+            line.bytes()
+        };
+        // One write a line, as lines from many threads interleave.
+        let _ = std::io::stderr().lock().write_all(bytes);
     }
 
     fn flush(&self) {}
+}
+
+fn is_control(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+/// `line` with each control character written as `\xNN`.
+fn escape_controls(line: &[u8]) -> Vec<u8> {
+    let mut escaped = Vec::with_capacity(line.len() + 16);
+    for &byte in line {
+        if is_control(byte) {
+            let _ = write!(escaped, "\\x{byte:02x}");
+        } else {
+            escaped.push(byte);
+        }
+    }
+    escaped
 }
 
 /// One log line being formatted: on the stack, or in a buffer of its own once longer.
@@ -131,6 +164,18 @@ mod tests {
         assert_eq!(line.bytes(), format!("[1] {long} end").as_bytes());
         write!(line, "!").unwrap();
         assert!(line.bytes().ends_with(b"end!"));
+    }
+
+    #[test]
+    fn control_characters_are_written_escaped() {
+        assert_eq!(
+            escape_controls(b"queue a\nb \x1b[31mred\ttab\x7f"),
+            b"queue a\\x0ab \\x1b[31mred\ttab\\x7f"
+        );
+        assert_eq!(
+            escape_controls("caf\u{e9}".as_bytes()),
+            "caf\u{e9}".as_bytes()
+        );
     }
 
     #[test]
