@@ -82,7 +82,7 @@ impl log::Log for Lines {
 }
 
 fn is_control(byte: u8) -> bool {
-    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+    byte.is_ascii_control() && byte != b'\t'
 }
 
 /// `line` with each control character written as `\xNN`.
