@@ -17,6 +17,8 @@ pub struct Metrics {
     pub broker_calls: AtomicUsize,
     /// Streams consuming from a queue right now.
     pub consumers: Gauge,
+    /// Streams following another stream of their queue here right now.
+    pub followers: Gauge,
     /// Deliveries written to clients since start.
     pub deliveries: AtomicU64,
     /// Stream requests refused because every worker was busy, since start.
@@ -126,6 +128,7 @@ impl Default for Metrics {
             broker_connections: AtomicUsize::new(0),
             broker_calls: AtomicUsize::new(0),
             consumers: Gauge::default(),
+            followers: Gauge::default(),
             deliveries: AtomicU64::new(0),
             refusals_busy: AtomicU64::new(0),
             acks: AtomicU64::new(0),
@@ -182,6 +185,12 @@ impl Metrics {
             "gauge",
             "Streams open now.",
             &plain(self.consumers.get()),
+        );
+        metric(
+            "eventsourced_followers_open",
+            "gauge",
+            "Streams open now that follow another stream of their queue here.",
+            &plain(self.followers.get()),
         );
         metric(
             "eventsourced_deliveries_total",

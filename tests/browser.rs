@@ -26,6 +26,8 @@ struct Browser {
     replies: BufReader<File>,
     next_id: u64,
     session: Option<String>,
+    /// Every tab opened: its target and session ids.
+    tabs: Vec<(String, String)>,
     _profile: TempDir,
     _home: Option<TempDir>,
 }
@@ -135,6 +137,7 @@ impl Browser {
             replies: BufReader::new(replies),
             next_id: 1,
             session: None,
+            tabs: Vec::new(),
             _profile: profile,
             _home: home,
         })
@@ -174,15 +177,34 @@ impl Browser {
         }
     }
 
-    /// Opens `url` in a new tab and talks to that tab from now on.
-    fn open(&mut self, url: &str) {
+    /// Opens `url` in a new tab and talks to that tab from now on; returns the tab's number.
+    fn open(&mut self, url: &str) -> usize {
+        self.session = None;
         let created = self.call("Target.createTarget", &format!("{{\"url\":\"{url}\"}}"));
         let target = string_field(&created, "targetId").expect("a target id");
         let attached = self.call(
             "Target.attachToTarget",
             &format!("{{\"targetId\":\"{target}\",\"flatten\":true}}"),
         );
-        self.session = string_field(&attached, "sessionId");
+        let session = string_field(&attached, "sessionId").expect("a session id");
+        self.session = Some(session.clone());
+        self.tabs.push((target, session));
+        self.tabs.len() - 1
+    }
+
+    /// Talks to tab `tab` from now on.
+    fn switch(&mut self, tab: usize) {
+        self.session = Some(self.tabs[tab].1.clone());
+    }
+
+    /// Closes tab `tab`, as a user closing it does (its EventSource goes with it).
+    fn close_tab(&mut self, tab: usize) {
+        self.session = None;
+        let target = self.tabs[tab].0.clone();
+        self.call(
+            "Target.closeTarget",
+            &format!("{{\"targetId\":\"{target}\"}}"),
+        );
     }
 
     /// Evaluates `expression` (which yields a string without quotes) in the page.
@@ -194,7 +216,7 @@ impl Browser {
 
     /// The data of every event on the page, oldest first.
     fn events(&mut self) -> Vec<String> {
-        let listed = self.text("[...document.querySelectorAll('#events li')].reverse().map(li => li.lastChild.textContent).join(',')");
+        let listed = self.text("[...document.querySelectorAll('#events li:not(.gap)')].reverse().map(li => li.lastChild.textContent).join(',')");
         listed
             .split(',')
             .filter(|s| !s.is_empty())
@@ -510,4 +532,198 @@ fn a_queue_held_by_another_instance_does_not_end_the_page() {
     shows_the_next_message(&mut browser, support::WAIT);
     holding.wait_log("taken over");
     drop(old);
+}
+
+/// How many times the current tab's EventSource opened, and how many gaps it was told of.
+fn opens_and_gaps(browser: &mut Browser) -> (u32, u32) {
+    let number = |browser: &mut Browser, field: &str| {
+        browser
+            .text(&format!(
+                "document.getElementById('status').dataset.{field}"
+            ))
+            .parse()
+            .unwrap_or(0)
+    };
+    (number(browser, "opens"), number(browser, "gaps"))
+}
+
+/// Publishes `messages` at about 20 a second.
+fn publish_paced(amqp: &Amqp, queue: &str, messages: &[String]) {
+    for m in messages {
+        amqp.publish(queue, m);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_and_three_tabs_on_one_id_each_show_every_message_once() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let address = free_address();
+    // A short age, so that the window releases while the tabs read (the default is 120 s).
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_QUEUE_REPLAY_AGE", "2"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("tabs");
+    amqp.declare(&queue);
+    let page = example_page(&address, &queue);
+    for tab in 0..2 {
+        browser.open(&page);
+        wait_for("the tab's stream open", support::WAIT, || {
+            page_state(&mut browser) == "open"
+        });
+        assert_eq!(tab, browser.tabs.len() - 1);
+    }
+    // Two tabs, for longer than the age bound: 100 messages at 20 a second.
+    publish_paced(&amqp, &queue, &numbered(1, 100));
+    for tab in 0..2 {
+        browser.switch(tab);
+        wait_for("every message in the tab", support::WAIT, || {
+            browser.events().len() >= 100
+        });
+        assert_eq!(browser.events(), numbered(1, 100), "tab {tab}");
+    }
+    // A third tab joins; it gets what is still held, then every new message.
+    browser.open(&page);
+    wait_for("the third tab's stream open", support::WAIT, || {
+        page_state(&mut browser) == "open"
+    });
+    publish_paced(&amqp, &queue, &numbered(101, 200));
+    for tab in 0..3 {
+        browser.switch(tab);
+        wait_for("every message in the tab", support::WAIT, || {
+            browser.events().last() == Some(&"m200".to_string())
+        });
+        let shown = browser.events();
+        let expected = if tab < 2 {
+            numbered(1, 200)
+        } else {
+            let first: u32 = shown[0][1..].parse().expect("a numbered message");
+            numbered(first, 200)
+        };
+        assert_eq!(shown, expected, "tab {tab}: every message once, in order");
+        assert!(
+            shown.len() >= 100,
+            "tab {tab} got the messages since it opened"
+        );
+        let (opens, gaps) = opens_and_gaps(&mut browser);
+        assert!(opens <= 2, "tab {tab} opened {opens} times");
+        assert_eq!(gaps, 0, "tab {tab}");
+        assert_eq!(page_state(&mut browser), "open");
+    }
+    assert!(
+        !server.log_text().contains("taken over"),
+        "no tab took the queue from another"
+    );
+}
+
+#[test]
+fn a_tab_closed_and_reopened_with_its_last_event_id_catches_up_exactly() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let address = free_address();
+    let server = Server::start(&[
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_QUEUE_REPLAY_AGE", "2"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("tab-back");
+    amqp.declare(&queue);
+    let page = example_page(&address, &queue);
+    let staying = browser.open(&page);
+    wait_for("the first tab open", support::WAIT, || {
+        page_state(&mut browser) == "open"
+    });
+    let leaving = browser.open(&page);
+    wait_for("the second tab open", support::WAIT, || {
+        page_state(&mut browser) == "open"
+    });
+    publish_paced(&amqp, &queue, &numbered(1, 20));
+    wait_for("the second tab's messages", support::WAIT, || {
+        browser.events().len() >= 20
+    });
+    let last = browser.text("document.querySelector('#events li').dataset.id");
+    assert!(!last.is_empty(), "the page shows the events' ids");
+    browser.close_tab(leaving);
+    server.wait_log("closed for");
+    // While it is away (for less than the age bound), the other tab goes on.
+    amqp.publish_all(&queue, &numbered(21, 30));
+    browser.open(&format!("{page}&lastEventId={last}"));
+    wait_for("the reopened tab to catch up", support::WAIT, || {
+        browser.events().len() >= 10
+    });
+    assert_eq!(browser.events(), numbered(21, 30), "exactly what it missed");
+    assert_eq!(opens_and_gaps(&mut browser), (1, 0));
+    browser.switch(staying);
+    wait_for("the staying tab", support::WAIT, || {
+        browser.events().len() >= 30
+    });
+    assert_eq!(browser.events(), numbered(1, 30));
+}
+
+#[test]
+fn a_page_whose_last_event_is_no_longer_held_is_told_of_the_gap() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let address = free_address();
+    let _server = Server::start(&[
+        ("EVENTSOURCED_SERVER_ADDRESS", address.as_str()),
+        ("EVENTSOURCED_QUEUE_REPLAY_AGE", "1"),
+    ])
+    .ready();
+    let amqp = Amqp::connect();
+    let queue = unique("tab-gap");
+    amqp.declare(&queue);
+    let page = example_page(&address, &queue);
+    browser.open(&page);
+    wait_for("the first tab open", support::WAIT, || {
+        page_state(&mut browser) == "open"
+    });
+    amqp.publish_all(&queue, &numbered(1, 10));
+    wait_for("the first tab's messages", support::WAIT, || {
+        browser.events().len() >= 10
+    });
+    let oldest = browser.text("document.querySelector('#events li:last-child').dataset.id");
+    wait_for(
+        "the window to release all but the newest",
+        Duration::from_secs(10),
+        || amqp.ready(&queue) == 0 && unacked(&queue) == "1",
+    );
+    // A page that last saw the first message, long released.
+    browser.open(&format!("{page}&lastEventId={oldest}"));
+    wait_for("the gap shown, then what is held", support::WAIT, || {
+        opens_and_gaps(&mut browser).1 == 1 && !browser.events().is_empty()
+    });
+    assert_eq!(browser.events(), ["m10"]);
+    amqp.publish(&queue, "m11");
+    wait_for("the next message", support::WAIT, || {
+        browser.events().len() == 2
+    });
+    assert_eq!(browser.events(), ["m10", "m11"]);
+    assert_eq!(opens_and_gaps(&mut browser), (1, 1));
+}
+
+fn unacked(queue: &str) -> String {
+    support::rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+        "--no-table-headers",
+    ])
+    .lines()
+    .find_map(|l| {
+        l.strip_prefix(&format!("{queue}\t"))
+            .map(|n| n.trim().to_string())
+    })
+    .unwrap_or_default()
 }

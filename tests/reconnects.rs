@@ -141,8 +141,9 @@ fn the_window_keeps_only_the_newest_deliveries_unacked() {
 }
 
 #[test]
-fn a_new_request_takes_the_queue_over_at_once() {
-    let server = Server::start(&[]).ready();
+fn with_takeover_a_new_request_takes_the_queue_over_at_once() {
+    // The single reader of earlier versions; `share` (the default) is `several_readers.rs`.
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_CONFLICT", "takeover")]).ready();
     let amqp = Amqp::connect();
     let queue = unique("takeover");
     amqp.declare(&queue);

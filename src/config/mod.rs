@@ -222,7 +222,7 @@ impl Default for QueueConfig {
             replay_window: 4096,
             replay_bytes: 4 << 20,
             replay_age: 120,
-            conflict: Conflict::Takeover,
+            conflict: Conflict::Share,
             bind: Vec::new(),
             arguments: BTreeMap::new(),
         }

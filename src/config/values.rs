@@ -190,9 +190,12 @@ impl Serialize for Pattern {
 impl<'de> Deserialize<'de> for Conflict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         checked_str(d, |text| match text {
+            "share" => Ok(Conflict::Share),
             "takeover" => Ok(Conflict::Takeover),
             "reject" => Ok(Conflict::Reject),
-            other => Err(format!("conflict {other:?} must be takeover or reject")),
+            other => Err(format!(
+                "conflict {other:?} must be share, takeover or reject"
+            )),
         })
     }
 }
@@ -200,6 +203,7 @@ impl<'de> Deserialize<'de> for Conflict {
 impl Serialize for Conflict {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(match self {
+            Conflict::Share => "share",
             Conflict::Takeover => "takeover",
             Conflict::Reject => "reject",
         })

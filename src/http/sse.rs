@@ -51,6 +51,24 @@ pub fn push_retry(out: &mut Vec<u8>, millis: u32) {
     out.extend_from_slice(format!("retry: {millis}\n\n").as_bytes());
 }
 
+/// The event type of a gap: the client's `Last-Event-ID` names an event the server no longer
+/// holds, so what came after it may be lost. A page handles it by reloading its state.
+pub const GAP_EVENT: &str = "gap";
+
+/// Appends the gap event: `event: gap`, an empty `id:` (so that the browser's next reconnect
+/// names no event it was told is gone), and a line of text (an event without data is not
+/// dispatched).
+pub fn push_gap(out: &mut Vec<u8>) {
+    push_field(out, b"event: ", GAP_EVENT.as_bytes());
+    out.extend_from_slice(b"id\n");
+    push_field(
+        out,
+        DATA_FIELD,
+        b"the stream cannot resume after Last-Event-ID",
+    );
+    out.push(b'\n');
+}
+
 /// Appends a comment frame (`: text`), which clients ignore: used as a keep-alive.
 pub fn push_comment(out: &mut Vec<u8>, text: &str) {
     push_field(out, b": ", text.as_bytes());

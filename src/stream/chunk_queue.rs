@@ -57,6 +57,63 @@ impl<T: Copy, const N: usize> ChunkQueue<T, N> {
         self.len += 1;
     }
 
+    /// Appends every entry of `values`, oldest first: a chunk's room at a time.
+    pub fn extend_from_slice(&mut self, mut values: &[T]) {
+        while !values.is_empty() {
+            let room = match self.chunks.back() {
+                Some(last) if last.len() < N => N - last.len(),
+                _ => {
+                    self.chunks.push_back(Vec::with_capacity(N));
+                    N
+                }
+            };
+            let (now, later) = values.split_at(room.min(values.len()));
+            if let Some(last) = self.chunks.back_mut() {
+                last.extend_from_slice(now);
+            }
+            self.len += now.len();
+            values = later;
+        }
+    }
+
+    /// Drops the oldest `count` entries (all of them when there are fewer).
+    pub fn drop_front(&mut self, count: usize) {
+        let mut left = count.min(self.len);
+        while left > 0 {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let here = (first.len() - self.head).min(left);
+            if self.head + here < first.len() {
+                self.head += here;
+                self.len -= here;
+                break;
+            }
+            // The whole rest of the first chunk: `pop_front` frees it and shrinks the list.
+            self.head += here - 1;
+            self.len -= here - 1;
+            self.pop_front();
+            left -= here;
+        }
+    }
+
+    /// Appends to `out` the `count` entries from `start` places after the oldest (as many of
+    /// them as there are).
+    pub fn copy_range(&self, start: usize, count: usize, out: &mut Vec<T>) {
+        let end = start.saturating_add(count).min(self.len);
+        let mut at = self.head + start;
+        let last = self.head + end;
+        while at < last {
+            let Some(chunk) = self.chunks.get(at / N) else {
+                break;
+            };
+            let from = at % N;
+            let to = (from + (last - at)).min(chunk.len());
+            out.extend_from_slice(&chunk[from..to]);
+            at += to - from;
+        }
+    }
+
     /// Takes the oldest entry. A chunk all of whose entries have left is freed.
     pub fn pop_front(&mut self) -> Option<T> {
         if self.len == 0 {
@@ -263,6 +320,41 @@ mod tests {
                 for (index, value) in model.iter().enumerate() {
                     proptest::prop_assert_eq!(queue[index], *value);
                 }
+                proptest::prop_assert!(queue.chunks() <= model.len().div_ceil(4) + 1);
+                proptest::prop_assert!(!model.is_empty() || queue.listed_room() == 0);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Bulk appends, drops and copies leave what a `VecDeque` would.
+        #[test]
+        fn bulk_operations_hold_what_a_vecdeque_holds(ops in proptest::collection::vec(
+            (0u8..3, 0usize..12, 0usize..12), 0..100)) {
+            let mut queue = Queue::new();
+            let mut model = std::collections::VecDeque::new();
+            let mut next = 0u32;
+            for (op, a, b) in ops {
+                match op {
+                    0 => {
+                        let values: Vec<u32> = (next..next + a as u32).collect();
+                        next += a as u32;
+                        queue.extend_from_slice(&values);
+                        model.extend(values);
+                    }
+                    1 => {
+                        queue.drop_front(a);
+                        model.drain(..a.min(model.len()));
+                    }
+                    _ => {
+                        let mut out = Vec::new();
+                        queue.copy_range(a, b, &mut out);
+                        let expected: Vec<u32> = model.iter().skip(a).take(b).copied().collect();
+                        proptest::prop_assert_eq!(out, expected);
+                    }
+                }
+                proptest::prop_assert_eq!(queue.len(), model.len());
+                proptest::prop_assert!(queue.iter().eq(model.iter()));
                 proptest::prop_assert!(queue.chunks() <= model.len().div_ceil(4) + 1);
                 proptest::prop_assert!(!model.is_empty() || queue.listed_room() == 0);
             }

@@ -112,6 +112,11 @@ impl Frames {
         std::str::from_utf8(id).ok()
     }
 
+    /// The bytes of the frame at `index`.
+    pub fn frame_bytes(&self, index: usize) -> &[u8] {
+        &self.bytes[self.start(index)..self.frames[index].end]
+    }
+
     /// The bytes the buffer holds room for: after a resume, also those of the frames cut off.
     pub fn allocated(&self) -> usize {
         self.bytes.capacity()

@@ -3,6 +3,8 @@
 
 pub mod chunk_queue;
 pub mod event_id;
+pub mod feed;
+pub mod follower;
 pub mod frames;
 pub mod hangup;
 pub mod pattern;

@@ -1,17 +1,23 @@
-//! Which queues this server is streaming right now: one stream per queue, decided here before
-//! the broker is asked (the broker's exclusive consume then guards against other servers).
-//! A new request for a queue being streamed either takes it over (the old stream ends and
-//! hands its unacked messages back) or is refused, as `queue.conflict` says.
+//! Which queues this server is streaming right now: one consuming stream per queue, decided here
+//! before the broker is asked (the broker's exclusive consume then guards against other servers).
+//! A new request for a queue being streamed here joins it as a follower (`feed`), takes it over
+//! (the old stream ends and hands its unacked messages back) or is refused, as `queue.conflict`
+//! says.
 
+use crate::stream::feed::Feed;
 use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// What to do when a queue already has a stream here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conflict {
+    /// Serve the new request beside the old stream, from what that stream consumes: every tab
+    /// of a user gets every message, and a reconnect whose old connection has not ended yet is
+    /// served at once.
+    Share,
     /// End the old stream and serve the new request (a browser reconnecting after a network
     /// change is served at once instead of waiting for TCP to notice the old connection).
     Takeover,
@@ -29,6 +35,15 @@ pub struct Registry {
 struct Holder {
     id: u64,
     stop: Sender<()>,
+    feed: Arc<Feed>,
+}
+
+/// What a request for a queue gets here.
+pub enum Turn<'a> {
+    /// It consumes the queue.
+    Hold(Claim<'a>),
+    /// It follows the stream that does (`Conflict::Share`).
+    Follow(Arc<Feed>),
 }
 
 /// Proof that a stream owns its queue here; dropping it releases the queue.
@@ -38,18 +53,31 @@ pub struct Claim<'a> {
     id: u64,
     /// Receives when another request takes the queue over.
     pub stop: Receiver<()>,
+    /// What the stream's followers read.
+    pub feed: Arc<Feed>,
 }
 
 impl Registry {
     /// Claims `queue`, taking it over from its current stream if `conflict` says so and that
     /// stream lets go within `wait`; `None` when the queue stays taken.
     pub fn claim(&self, queue: &str, conflict: Conflict, wait: Duration) -> Option<Claim<'_>> {
+        match self.turn(queue, conflict, wait)? {
+            Turn::Hold(claim) => Some(claim),
+            Turn::Follow(_) => None,
+        }
+    }
+
+    /// Claims `queue`, or with `Conflict::Share` follows its stream here when there is one;
+    /// otherwise as `claim`.
+    pub fn turn(&self, queue: &str, conflict: Conflict, wait: Duration) -> Option<Turn<'_>> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + wait;
         let mut active = self.lock();
         while let Some(holder) = active.get(queue) {
-            if conflict == Conflict::Reject {
-                return None;
+            match conflict {
+                Conflict::Reject => return None,
+                Conflict::Share => return Some(Turn::Follow(Arc::clone(&holder.feed))),
+                Conflict::Takeover => {}
             }
             let _ = holder.stop.try_send(());
             let left = deadline.saturating_duration_since(Instant::now());
@@ -63,13 +91,20 @@ impl Registry {
                 .0;
         }
         let (stop, stopped) = crossbeam_channel::bounded(1);
-        active.insert(queue.to_string(), Holder { id, stop });
-        Some(Claim {
+        let feed = Arc::new(Feed::default());
+        let holder = Holder {
+            id,
+            stop,
+            feed: Arc::clone(&feed),
+        };
+        active.insert(queue.to_string(), holder);
+        Some(Turn::Hold(Claim {
             registry: self,
             queue: queue.to_string(),
             id,
             stop: stopped,
-        })
+            feed,
+        }))
     }
 
     /// Tells the stream holding `queue` here, if any, to end (another instance takes it over).
@@ -138,6 +173,27 @@ mod tests {
         let second = registry.claim("q", Conflict::Takeover, WAIT);
         assert!(second.is_some());
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn share_follows_the_holder_and_never_stops_it() {
+        let registry = Registry::default();
+        let Some(Turn::Hold(claim)) = registry.turn("q", Conflict::Share, WAIT) else {
+            panic!("the first request holds the queue");
+        };
+        let Some(Turn::Follow(feed)) = registry.turn("q", Conflict::Share, WAIT) else {
+            panic!("the second follows");
+        };
+        assert!(Arc::ptr_eq(&feed, &claim.feed));
+        assert!(
+            claim.stop.try_recv().is_err(),
+            "nobody takes the queue over"
+        );
+        drop(claim);
+        assert!(matches!(
+            registry.turn("q", Conflict::Share, WAIT),
+            Some(Turn::Hold(_))
+        ));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! ack window until the client can be taken to have it (see `window`). Held deliveries return to
 //! the queue when the stream ends; the next connection skips those up to the client's
 //! `Last-Event-ID` (see `resume`).
+//!
+//! Other streams of the queue here follow this one (`follower`): it keeps what it wrote in its
+//! feed for them, acks nothing one of them may not have, and when its own client leaves first,
+//! goes on consuming for them until the last has left.
 
 use crate::amqp::broker::{BrokerError, Calls, Lease};
 use crate::amqp::{control, holder, queue, Broker};
@@ -11,10 +15,12 @@ use crate::http::{Client, RequestHead, Responder};
 use crate::memory;
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
+use crate::stream::feed::Feed;
+use crate::stream::follower;
 use crate::stream::frames::{Form, Frames};
 use crate::stream::hangup::HangupWatch;
 use crate::stream::pattern::{Binding, RequestParts};
-use crate::stream::registry::{Conflict, Registry};
+use crate::stream::registry::{Conflict, Registry, Turn};
 use crate::stream::resume;
 use crate::stream::window::{AckWindow, Bounds, Release};
 use crate::sys;
@@ -36,11 +42,11 @@ const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// busy broker hands back a long tail slowly.
 const RESUME_WAIT: Duration = Duration::from_millis(200);
 /// The longest a resuming stream gathers, however long redeliveries keep coming.
-const RESUME_WAIT_MAX: Duration = Duration::from_secs(3);
+pub(super) const RESUME_WAIT_MAX: Duration = Duration::from_secs(3);
 /// How often a window waiting on the client's TCP is looked at again.
-const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
+pub(super) const SETTLE_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest idle wait: a stream without keep-alives and nothing held.
-const FOREVER: Duration = Duration::from_secs(86_400 * 365);
+pub(super) const FOREVER: Duration = Duration::from_secs(86_400 * 365);
 
 /// What every stream shares.
 pub struct StreamContext {
@@ -85,12 +91,14 @@ impl StreamSettings {
 }
 
 /// Why a stream ended, for the log.
-enum End {
+pub(super) enum End {
     ClientGone(std::io::Error),
     Cancelled,
     ChannelClosed(String),
     TakenOver,
     Shutdown,
+    /// A follower's: the stream it followed ended.
+    HolderEnded,
 }
 
 impl std::fmt::Display for End {
@@ -101,6 +109,7 @@ impl std::fmt::Display for End {
             End::ChannelClosed(why) => write!(f, "broker channel closed ({why})"),
             End::TakenOver => f.write_str("taken over by a new request for the queue"),
             End::Shutdown => f.write_str("server shutting down"),
+            End::HolderEnded => f.write_str("the stream it followed ended"),
         }
     }
 }
@@ -108,16 +117,34 @@ impl std::fmt::Display for End {
 /// Serves `client` as the stream of `queue` until the client, the broker or the server ends it.
 pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &StreamContext) {
     let settings = &context.settings;
-    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
-    let Some(claim) = context
-        .registry
-        .claim(queue, settings.conflict, TAKEOVER_WAIT)
-    else {
-        return refuse(match settings.conflict {
-            Conflict::Reject => Refusal::QueueTaken,
-            Conflict::Takeover => Refusal::QueueHeld,
-        });
+    let deadline = Instant::now() + TAKEOVER_WAIT;
+    let claim = loop {
+        match context
+            .registry
+            .turn(queue, settings.conflict, TAKEOVER_WAIT)
+        {
+            Some(Turn::Hold(claim)) => break claim,
+            Some(Turn::Follow(feed)) => {
+                if let Some(following) = feed.follow() {
+                    return follower::serve(client, head, queue, context, following);
+                }
+                // The stream is ending: its claim goes once its messages are back in the queue.
+                if Instant::now() >= deadline {
+                    let refusal = Refusal::QueueHeld;
+                    return context.responder.refuse(&mut client, Some(&head), refusal);
+                }
+                std::thread::sleep(TAKEOVER_POLL);
+            }
+            None => {
+                let refusal = match settings.conflict {
+                    Conflict::Reject => Refusal::QueueTaken,
+                    Conflict::Share | Conflict::Takeover => Refusal::QueueHeld,
+                };
+                return context.responder.refuse(&mut client, Some(&head), refusal);
+            }
+        }
     };
+    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     // A queue that keeps one consumer active lets a second one wait silently: its lock says
     // who holds it (see `amqp::holder`).
     let single_active = queue::single_active(&settings.arguments);
@@ -175,7 +202,8 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
                     refusal
                 }
             }),
-            (Conflict::Takeover, _) => no_consumer_left(
+            // A stream on another instance is asked to let go, as with `takeover`.
+            (Conflict::Share | Conflict::Takeover, _) => no_consumer_left(
                 &channel,
                 &lease.calls,
                 queue,
@@ -198,7 +226,7 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
         Err(amiquip::Error::ServerClosedChannel { code: 403, .. }) => {
             return refuse(match settings.conflict {
                 Conflict::Reject => Refusal::QueueTaken,
-                Conflict::Takeover => Refusal::QueueHeld,
+                Conflict::Share | Conflict::Takeover => Refusal::QueueHeld,
             })
         }
         Err(e) => {
@@ -232,6 +260,8 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
         client: &mut client,
         consumer: &consumer,
         context,
+        feed: &claim.feed,
+        lost: None,
         window: AckWindow::new(settings.window),
         written: 0,
         delivered: 0,
@@ -241,6 +271,8 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
     };
     let end = session.run(last_event_id, &claim.stop, gone);
     let delivered = session.delivered;
+    // Its followers end their streams too, and come back to whichever stream holds it next.
+    claim.feed.end();
     // Stop watching before the socket can close and its descriptor be reused.
     drop(watch);
     // amiquip's I/O thread, on cancel-ok, first wakes the cancelling `Consumer::drop` and only
@@ -272,7 +304,7 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
 
 /// Declares the queue, binds it as configured (idempotent), and sets the stream's QoS;
 /// returns how many consumers the queue has.
-fn declare(
+pub(super) fn declare(
     channel: &Channel,
     name: &str,
     head: &RequestHead,
@@ -391,6 +423,10 @@ struct Session<'a> {
     client: &'a mut Client,
     consumer: &'a Consumer<'a>,
     context: &'a StreamContext,
+    /// What its followers read.
+    feed: &'a Feed,
+    /// Why its own client is gone, while it consumes on for its followers.
+    lost: Option<std::io::Error>,
     window: AckWindow,
     /// Bytes handed to the kernel since the stream began (TLS records over HTTPS).
     written: u64,
@@ -411,15 +447,7 @@ impl Session<'_> {
         taken_over: &Receiver<()>,
         client_gone: &Receiver<()>,
     ) -> End {
-        let mut head = self.context.responder.stream_head();
-        head.extend_from_slice(sse::BANNER);
-        let settings = &self.context.settings;
-        if settings.retry > 0 {
-            // Moved at random per stream, so that a restart does not bring every browser back in
-            // the same instant.
-            let retry = crate::random::jitter(f64::from(settings.retry), settings.retry_jitter);
-            sse::push_retry(&mut head, retry.round() as u32);
-        }
+        let head = opening(self.context);
         let sent = self.send(&head);
         // Not kept for the stream's life: a few hundred bytes in each of thousands of streams.
         drop(head);
@@ -429,14 +457,17 @@ impl Session<'_> {
         // Not kept once resumed: only streams that came back hold one, so a long-lived
         // allocation of its size would follow a stream's history (see `chunk_queue`).
         if let Some(id) = last_event_id {
-            let replayed = match self.resume_after(&id) {
+            let (replayed, unsent) = match self.resume_after(&id) {
                 Ok(replayed) => replayed,
                 Err(end) => return end,
             };
-            if let Err(end) = self.write(replayed) {
+            if let Err(end) = self.write(replayed, unsent) {
                 return end;
             }
         }
+        self.feed.ready();
+        let never = crossbeam_channel::never();
+        let mut client_gone = client_gone;
         let deliveries = self.consumer.receiver();
         let batch_limit = usize::from(self.context.settings.prefetch);
         let keepalive = self.context.settings.keepalive.unwrap_or(FOREVER);
@@ -447,10 +478,25 @@ impl Session<'_> {
                 recv(deliveries) -> message => message,
                 recv(self.context.shutdown) -> _ => return End::Shutdown,
                 recv(taken_over) -> _ => return End::TakenOver,
-                recv(client_gone) -> _ => return End::ClientGone(closed()),
+                recv(client_gone) -> _ => {
+                    if let Err(end) = self.lose_client(closed()) {
+                        return end;
+                    }
+                    client_gone = &never;
+                    continue;
+                }
+                recv(self.feed.holder_woken()) -> _ => {
+                    if let Some(end) = self.alone_without_client() {
+                        return end;
+                    }
+                    if let Err(end) = self.settle() {
+                        return end;
+                    }
+                    continue;
+                }
                 default(idle) => {
                     self.give_back_when_quiet();
-                    if last_write.elapsed() >= keepalive {
+                    if self.lost.is_none() && last_write.elapsed() >= keepalive {
                         if let Err(end) = self.keepalive() {
                             return end;
                         }
@@ -480,8 +526,11 @@ impl Session<'_> {
                     Err(_) => break,
                 }
             }
-            if let Err(end) = self.write(batch) {
+            if let Err(end) = self.write(batch, 0) {
                 return end;
+            }
+            if self.lost.is_some() {
+                client_gone = &never;
             }
             last_write = Instant::now();
             if let Some(end) = pending_end {
@@ -490,12 +539,36 @@ impl Session<'_> {
         }
     }
 
+    /// Its client is gone: with followers, it consumes on for them; without, it ends.
+    fn lose_client(&mut self, error: std::io::Error) -> Result<(), End> {
+        if self.feed.followers() == 0 {
+            return Err(End::ClientGone(error));
+        }
+        if self.lost.is_none() {
+            debug!("its client gone ({error}), a stream consumes on for its followers");
+        }
+        self.lost = Some(error);
+        Ok(())
+    }
+
+    /// Why it ends when its client is gone and its last follower has left.
+    fn alone_without_client(&mut self) -> Option<End> {
+        if self.lost.is_some() && self.feed.followers() == 0 {
+            return self.lost.take().map(End::ClientGone);
+        }
+        None
+    }
+
     /// How long to wait for the next delivery: until the next keep-alive is due, the oldest
     /// held delivery ages out, or, while the window waits on the client's TCP, a short while.
     fn idle_wait(&self, until_keepalive: Duration) -> Duration {
         let now = Instant::now();
         // Asking the kernel only when something could be released.
-        if self.window.over_bounds(now) && self.window.waiting_on_client_tcp(self.received(), now) {
+        if self.window.over_bounds(now)
+            && self
+                .window
+                .waiting_on_readers(self.received(), self.followers_have(), now)
+        {
             return SETTLE_INTERVAL;
         }
         let until_expiry = self
@@ -537,7 +610,7 @@ impl Session<'_> {
     /// long as redeliveries keep coming, until the client's last event is among them), planned
     /// by `resume::plan`; what the client already has is acked unsent. (A stream resumes only
     /// when its frames carry ids.)
-    fn resume_after(&mut self, last: &str) -> Result<Frames, End> {
+    fn resume_after(&mut self, last: &str) -> Result<(Frames, usize), End> {
         let limit = usize::from(self.context.settings.qos());
         let started = Instant::now();
         let latest = started + RESUME_WAIT_MAX;
@@ -581,8 +654,20 @@ impl Session<'_> {
             |&index| gathered.id(index) == Some(last),
         );
         let skipped = plan.skip.len();
+        // The client's last event stays held, unsent, to mark where it is (see `window`).
+        let bookmark = match plan.skip.last() {
+            Some(&last) if self.context.settings.window.messages > 0 => Some(last),
+            _ => None,
+        };
+        if plan.skip.is_empty() {
+            // Its last event is held nowhere: what it missed may be lost. It is told so.
+            let mut gap = Vec::new();
+            sse::push_gap(&mut gap);
+            self.send(&gap).map_err(End::ClientGone)?;
+            info!("a stream resuming after an event no longer held was told of a gap");
+        }
         // One by one: fresh deliveries with lower tags may be among the unsent.
-        for &index in &plan.skip {
+        for &index in plan.skip.iter().filter(|&&index| Some(index) != bookmark) {
             self.consumer
                 .ack_tag(gathered.frame(index).tag, false)
                 .map_err(|e| End::ChannelClosed(e.to_string()))?;
@@ -594,31 +679,46 @@ impl Session<'_> {
                 .fetch_add(skipped as u64, Ordering::Relaxed);
             debug!("skipped {skipped} messages the client already has");
         }
-        Ok(gathered.select(&plan.send))
+        let order: Vec<usize> = bookmark.into_iter().chain(plan.send).collect();
+        Ok((gathered.select(&order), usize::from(bookmark.is_some())))
     }
 
-    /// Writes `batch` in one write, holds it in the window, then acks what may be acked.
-    fn write(&mut self, batch: Frames) -> Result<(), End> {
+    /// Writes `batch` in one write but its first `unsent` frames (held only: the client has
+    /// them), holds it in the window and the feed, then acks what may be acked.
+    fn write(&mut self, batch: Frames, unsent: usize) -> Result<(), End> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.feed.append(&batch, 0..batch.len());
+        let skip = unsent.checked_sub(1).map_or(0, |last| {
+            batch.ends().nth(last).map_or(0, |(_, end, _)| end)
+        });
+        let bytes = &batch.bytes()[skip..];
         let start = self.written;
-        let sent = self.send(batch.bytes());
+        let sent = self.send(bytes);
         let sent_at = Instant::now();
         self.burst |= batch.allocated() >= memory::BURST;
         self.quiet_from = Some(sent_at);
-        sent.map_err(End::ClientGone)?;
+        if let Err(e) = sent {
+            self.lose_client(e)?;
+            // Counted as written: the window's offsets go on increasing for its followers.
+            self.written = start + bytes.len() as u64;
+        }
         // Over HTTPS the kernel counts TLS records, in which a frame's end has no exact offset:
         // every frame of the batch counts as received when the whole batch is.
         let exact = !self.client.is_tls();
         let batch_end = self.written - start;
-        let count = batch.len() as u64;
+        let count = (batch.len() - unsent) as u64;
         self.delivered += count;
         self.context.metrics.record_deliveries(count);
         let held = batch
             .ends()
             .map(|(tag, end, size)| {
-                let end = if exact { end as u64 } else { batch_end };
+                let end = if exact {
+                    end.saturating_sub(skip) as u64
+                } else {
+                    batch_end
+                };
                 (tag, start + end, size as u64)
             })
             .collect();
@@ -629,10 +729,19 @@ impl Session<'_> {
         self.settle()
     }
 
-    /// The stream offset up to which the client's TCP has acknowledged our bytes.
+    /// The stream offset up to which the client's TCP has acknowledged our bytes: all of them
+    /// once the client is gone (only its followers hold releases back then).
     fn received(&self) -> u64 {
+        if self.lost.is_some() {
+            return u64::MAX;
+        }
         self.written
             .saturating_sub(sys::unacknowledged_bytes(&self.client.socket))
+    }
+
+    /// How many of the oldest held deliveries every follower's client has.
+    fn followers_have(&self) -> usize {
+        self.feed.acknowledged_by_followers().unwrap_or(usize::MAX)
     }
 
     /// Acks what the window lets go of. (A client that closed its side is told by the hang-up
@@ -642,7 +751,12 @@ impl Session<'_> {
         if !self.window.over_bounds(now) {
             return Ok(());
         }
-        let released = self.window.release(self.received(), now);
+        let held = self.window.len();
+        let released = self
+            .window
+            .release_within(self.received(), self.followers_have(), now);
+        // The same entries leave the feed: entry n of the feed is delivery n of the window.
+        self.feed.release(held - self.window.len());
         let ack =
             |result: amiquip::Result<()>| result.map_err(|e| End::ChannelClosed(e.to_string()));
         let count = released.count() as u64;
@@ -668,8 +782,13 @@ impl Session<'_> {
         self.send(&comment).map_err(End::ClientGone)
     }
 
-    /// The one place bytes go to the client: written, counted.
+    /// The one place bytes go to the client: written, counted. Once the client is gone, they
+    /// are only counted.
     fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.lost.is_some() {
+            self.written += bytes.len() as u64;
+            return Ok(());
+        }
         self.written += self.client.send(bytes)?;
         self.context
             .metrics
@@ -679,7 +798,21 @@ impl Session<'_> {
     }
 }
 
-fn closed() -> std::io::Error {
+/// What every stream sends first: the stream's head, the banner, and `retry:` when configured
+/// (moved at random per stream, so that a restart does not bring every browser back in the
+/// same instant).
+pub(super) fn opening(context: &StreamContext) -> Vec<u8> {
+    let mut head = context.responder.stream_head();
+    head.extend_from_slice(sse::BANNER);
+    let settings = &context.settings;
+    if settings.retry > 0 {
+        let retry = crate::random::jitter(f64::from(settings.retry), settings.retry_jitter);
+        sse::push_retry(&mut head, retry.round() as u32);
+    }
+    head
+}
+
+pub(super) fn closed() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::ConnectionAborted,
         "closed by the client",

@@ -177,7 +177,14 @@ impl AckWindow {
     /// has acknowledged the stream (`received`, an offset), and as far as an ack can reach:
     /// in whole write batches.
     pub fn release(&mut self, received: u64, now: Instant) -> Release<u64> {
-        let due = self.due(Some(received), now);
+        self.release_within(received, usize::MAX, now)
+    }
+
+    /// As `release`, for at most the oldest `limit` deliveries: those every other reader of the
+    /// stream's frames (`feed`) has too.
+    pub fn release_within(&mut self, received: u64, limit: usize, now: Instant) -> Release<u64> {
+        let due = self.due(Some(received), now).min(limit);
+        let in_order = self.in_order;
         let (cut, multiple) = match self.ackable(due) {
             Some(found) => found,
             None => return Release::Nothing,
@@ -208,7 +215,7 @@ impl AckWindow {
         }
         if multiple {
             newest
-                .filter(Held::ack_here)
+                .filter(|newest| in_order || newest.ack_here())
                 .map_or(Release::Nothing, |newest| Release::UpTo {
                     newest: newest.tag,
                     count: cut,
@@ -219,11 +226,18 @@ impl AckWindow {
     }
 
     /// How many of the oldest deliveries are past a bound at `now`, counting only those whose
-    /// bytes the client's TCP has acknowledged when `received` is given.
+    /// bytes the client's TCP has acknowledged when `received` is given. The newest is never
+    /// due while the window holds anything at all (`messages` > 0): it marks where the client
+    /// is, so that a client coming back after a quiet spell finds its last event still held and
+    /// is known to have missed nothing.
     fn due(&self, received: Option<u64>, now: Instant) -> usize {
         let mut due = 0;
         let mut bytes = self.bytes;
+        let keep = usize::from(self.bounds.messages > 0);
         for (index, held) in self.held.iter().enumerate() {
+            if self.held.len() - index <= keep {
+                break;
+            }
             let over = self.held.len() - index > self.bounds.messages
                 || bytes > self.bounds.bytes
                 || now.saturating_duration_since(self.written(held)) >= self.bounds.age;
@@ -240,8 +254,13 @@ impl AckWindow {
     /// (`multiple`, when nothing left has a lower tag) or one each.
     fn ackable(&self, due: usize) -> Option<(usize, bool)> {
         if self.in_order {
-            // Tags increase: a multiple ack on the newest released, where a delivery was kept.
-            let cut = (1..=due).rev().find(|&cut| self.held[cut - 1].ack_here())?;
+            // Tags increase: a multiple ack on the newest released, where a delivery was kept;
+            // or anywhere, when all but the newest are due and only it (held to mark the
+            // client's place) would end the batch.
+            let cut = (1..=due)
+                .rev()
+                .find(|&cut| self.held[cut - 1].ack_here())
+                .or_else(|| (due > 0 && due + 1 == self.held.len()).then_some(due))?;
             return Some((cut, true));
         }
         // A resumed stream's first batch is held: look for the longest cut that one multiple
@@ -272,23 +291,31 @@ impl AckWindow {
     /// True when the oldest held delivery is past a bound at `now`: only then can anything be
     /// released, and only then is the client's TCP worth asking about.
     pub fn over_bounds(&self, now: Instant) -> bool {
-        self.held.front().is_some_and(|oldest| {
-            self.held.len() > self.bounds.messages
-                || self.bytes > self.bounds.bytes
-                || now.saturating_duration_since(self.written(oldest)) >= self.bounds.age
-        })
+        let keep = usize::from(self.bounds.messages > 0);
+        self.held.len() > keep
+            && self.held.front().is_some_and(|oldest| {
+                self.held.len() > self.bounds.messages
+                    || self.bytes > self.bounds.bytes
+                    || now.saturating_duration_since(self.written(oldest)) >= self.bounds.age
+            })
     }
 
     /// True when a delivery is past a bound but waits for the client's TCP: the broker may
     /// stop sending until it is released, so the caller should look again soon.
     pub fn waiting_on_client_tcp(&self, received: u64, now: Instant) -> bool {
+        self.waiting_on_readers(received, usize::MAX, now)
+    }
+
+    /// As `waiting_on_client_tcp`, also waiting while other readers of the stream's frames have
+    /// fewer than `limit` of the oldest deliveries.
+    pub fn waiting_on_readers(&self, received: u64, limit: usize, now: Instant) -> bool {
         let Some((cut, _)) = self.ackable(self.due(None, now)) else {
             return false;
         };
         let reachable = self
-            .ackable(self.due(Some(received), now))
+            .ackable(self.due(Some(received), now).min(limit))
             .map_or(0, |(c, _)| c);
-        reachable < cut && self.held[cut - 1].end > received
+        reachable < cut && (self.held[cut - 1].end > received || limit < cut)
     }
 
     /// When the oldest held delivery reaches the age bound; `None` for never.
@@ -478,22 +505,68 @@ mod tests {
         let start = Instant::now();
         let mut window = AckWindow::new(bounds(usize::MAX, LOTS, 60));
         window.hold(1, 10, 10, start);
+        window.hold(2, 20, 10, start);
         assert_eq!(
-            window.release(10, start + Duration::from_secs(61)),
+            window.release(20, start + Duration::from_secs(61)),
             up_to(1, 1)
         );
         // Fifty days on: past what milliseconds in 32 bits count.
         let later = start + Duration::from_secs(50 * 86_400);
-        window.hold(2, 20, 10, later);
+        window.hold(3, 30, 10, later);
+        window.hold(4, 40, 10, later);
+        assert_eq!(
+            window.release(40, later + Duration::from_secs(59)),
+            up_to(2, 1),
+            "the first days' last is long past its age"
+        );
         assert_eq!(window.next_expiry(), Some(later + Duration::from_secs(60)));
         assert_eq!(
-            window.release(20, later + Duration::from_secs(59)),
+            window.release(40, later + Duration::from_secs(59)),
             Release::Nothing
         );
         assert_eq!(
-            window.release(20, later + Duration::from_secs(60)),
-            up_to(2, 1)
+            window.release(40, later + Duration::from_secs(60)),
+            up_to(3, 1)
         );
+    }
+
+    #[test]
+    fn the_newest_delivery_stays_held_to_mark_where_the_client_is() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(2, LOTS, 1));
+        fill(&mut window, 1..=3, now);
+        let later = now + Duration::from_secs(2);
+        assert!(window.over_bounds(later));
+        assert_eq!(window.release(LOTS, later), up_to(2, 2));
+        assert_eq!(window.len(), 1);
+        assert!(!window.over_bounds(later + Duration::from_secs(60)));
+        assert_eq!(window.release(LOTS, later), Release::Nothing);
+        // Without a window, nothing is held at all.
+        let mut none = AckWindow::new(bounds(0, LOTS, 1));
+        fill(&mut none, 1..=2, now);
+        assert_eq!(none.release(LOTS, now), up_to(2, 2));
+    }
+
+    #[test]
+    fn a_batch_is_released_but_for_its_newest_once_all_of_it_is_due() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(usize::MAX, LOTS, 1));
+        window.hold_batch(vec![(1, 10, 10), (2, 20, 10), (3, 30, 10)], now);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(window.release(LOTS, later), up_to(2, 2));
+        assert_eq!(window.len(), 1);
+    }
+
+    #[test]
+    fn followers_hold_releases_back_to_what_they_all_have() {
+        let now = Instant::now();
+        let mut window = AckWindow::new(bounds(0, LOTS, 1));
+        fill(&mut window, 1..=4, now);
+        assert!(window.waiting_on_readers(LOTS, 1, now));
+        assert_eq!(window.release_within(LOTS, 1, now), up_to(1, 1));
+        assert_eq!(window.release_within(LOTS, 0, now), Release::Nothing);
+        assert!(!window.waiting_on_readers(LOTS, usize::MAX, now));
+        assert_eq!(window.release_within(LOTS, usize::MAX, now), up_to(4, 3));
     }
 
     /// A batch of `tags` as one write of 10-byte frames after what `window` holds.

@@ -1,0 +1,223 @@
+//! Several readers of one queue on one instance (two tabs of one user, a phone reconnecting while
+//! its old connection lingers), with the default `queue.conflict: share`: each gets every
+//! message published while it is connected, once and in order; none takes the queue from
+//! another; one that comes back with its `Last-Event-ID` gets what it missed; one whose last
+//! event is no longer held is told so (`event: gap`).
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{numbered, rabbitmqctl, unique, wait_for, Amqp, Server, Stream};
+
+fn data(events: &[support::Event]) -> Vec<String> {
+    events.iter().filter_map(|e| e.data.clone()).collect()
+}
+
+/// The queue's unacked and ready counts, as the broker lists them.
+fn counts(queue: &str) -> (String, String) {
+    rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+        "messages_ready",
+        "--no-table-headers",
+    ])
+    .lines()
+    .find_map(|l| {
+        let rest = l.strip_prefix(&format!("{queue}\t"))?;
+        let (unacked, ready) = rest.split_once('\t')?;
+        Some((unacked.trim().to_string(), ready.trim().to_string()))
+    })
+    .unwrap_or_default()
+}
+
+#[test]
+fn three_readers_of_one_queue_each_get_every_message_once_and_in_order() {
+    // A short age, so that the window releases while the test runs (the default is 120 s).
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("tabs");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut tabs: Vec<Stream> = (0..3)
+        .map(|_| Stream::open(server.addr, &target, &[]))
+        .collect();
+    server.wait_log("following the stream that consumes it here");
+    let published = numbered(1, 60);
+    for (n, m) in published.iter().enumerate() {
+        amqp.publish(&queue, m);
+        if n % 20 == 19 {
+            // Past the age bound: the holder acks what every tab has.
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    for (i, tab) in tabs.iter_mut().enumerate() {
+        let got = data(&tab.next_events(published.len()));
+        assert_eq!(got, published, "tab {i}");
+        assert!(
+            matches!(tab.next_event_within(Duration::from_millis(300)), Err(())),
+            "tab {i} got more"
+        );
+    }
+    // Acked as the tabs read, but for the newest, which marks where they are.
+    wait_for(
+        "acks while three tabs read",
+        Duration::from_secs(10),
+        || counts(&queue) == ("1".into(), "0".into()),
+    );
+    assert!(
+        !server.log_text().contains("taken over"),
+        "nobody took the queue over"
+    );
+}
+
+#[test]
+fn a_reconnect_while_the_old_connection_lingers_is_served_at_once_and_nobody_flaps() {
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("linger");
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let target = format!("/?id={queue}");
+    let mut old = Stream::open(server.addr, &target, &[]);
+    let events = old.next_events(3);
+    // The same browser, reconnecting from a new network while the old connection lingers.
+    let began = Instant::now();
+    let mut new = Stream::open(
+        server.addr,
+        &target,
+        &[("Last-Event-ID", events[2].id.as_deref().unwrap())],
+    );
+    assert_eq!(new.status, 200);
+    amqp.publish_all(&queue, &numbered(4, 5));
+    assert_eq!(data(&new.next_events(2)), ["m4", "m5"]);
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        began.elapsed()
+    );
+    // The old one is not ended by the new one: it ends when its own connection does.
+    assert_eq!(data(&old.next_events(2)), ["m4", "m5"]);
+    old.close();
+    amqp.publish_all(&queue, &numbered(6, 6));
+    assert_eq!(data(&new.next_events(1)), ["m6"]);
+    assert!(!server.log_text().contains("taken over"));
+}
+
+#[test]
+fn a_tab_that_closes_and_comes_back_with_its_last_event_id_catches_up_exactly() {
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("reopen");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut first = Stream::open(server.addr, &target, &[]);
+    let mut second = Stream::open(server.addr, &target, &[]);
+    server.wait_log("following the stream that consumes it here");
+    amqp.publish_all(&queue, &numbered(1, 10));
+    let read = second.next_events(10);
+    let last = read[9].id.clone().expect("an id");
+    second.close();
+    amqp.publish_all(&queue, &numbered(11, 20));
+    assert_eq!(data(&first.next_events(20)), numbered(1, 20));
+    let mut back = Stream::open(server.addr, &target, &[("Last-Event-ID", &last)]);
+    assert_eq!(data(&back.next_events(10)), numbered(11, 20));
+    assert!(matches!(
+        back.next_event_within(Duration::from_millis(300)),
+        Err(())
+    ));
+}
+
+#[test]
+fn followers_go_on_when_the_first_reader_leaves_and_the_queue_keeps_what_they_may_not_have() {
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("first-leaves");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let first = Stream::open(server.addr, &target, &[]);
+    let mut second = Stream::open(server.addr, &target, &[]);
+    server.wait_log("following the stream that consumes it here");
+    amqp.publish_all(&queue, &numbered(1, 5));
+    assert_eq!(data(&second.next_events(5)), numbered(1, 5));
+    first.reset();
+    amqp.publish_all(&queue, &numbered(6, 10));
+    assert_eq!(data(&second.next_events(5)), numbered(6, 10));
+    assert_eq!(amqp.consumers(&queue), 1, "still consumed for the follower");
+    second.close();
+    // Nothing was acked (all within the window): it is all back in the queue.
+    wait_for("the queue free again", Duration::from_secs(10), || {
+        amqp.consumers(&queue) == 0
+    });
+    assert_eq!(amqp.drain(&queue), numbered(1, 10));
+}
+
+#[test]
+fn a_reader_whose_last_event_is_no_longer_held_is_told_of_a_gap() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("gap");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut holder = Stream::open(server.addr, &target, &[]);
+    amqp.publish_all(&queue, &numbered(1, 10));
+    let events = holder.next_events(10);
+    wait_for("the window released", Duration::from_secs(10), || {
+        counts(&queue).0 == "1"
+    });
+    // A follower whose last event was released.
+    let first_id = events[0].id.clone().expect("an id");
+    let mut behind = Stream::open(server.addr, &target, &[("Last-Event-ID", &first_id)]);
+    let gap = behind.next_event().expect("an event");
+    assert_eq!(gap.event.as_deref(), Some("gap"));
+    assert_eq!(
+        gap.id.as_deref(),
+        Some(""),
+        "the browser's last id is reset"
+    );
+    // Then what is still held: the newest.
+    assert_eq!(data(&behind.next_events(1)), ["m10"]);
+    // A follower whose last event is the newest has missed nothing.
+    let newest = events[9].id.clone().expect("an id");
+    let mut caught_up = Stream::open(server.addr, &target, &[("Last-Event-ID", &newest)]);
+    amqp.publish_all(&queue, &numbered(11, 11));
+    assert_eq!(
+        caught_up.next_event().and_then(|e| e.data).as_deref(),
+        Some("m11")
+    );
+    drop((holder, behind, caught_up));
+    // The stream that consumes (no other here): an unknown id is a gap too.
+    let other = unique("gap-holder");
+    amqp.declare(&other);
+    amqp.publish_all(&other, &numbered(1, 2));
+    let mut unknown = Stream::open(
+        server.addr,
+        &format!("/?id={other}"),
+        &[("Last-Event-ID", "not-an-event-here")],
+    );
+    let gap = unknown.next_event().expect("an event");
+    assert_eq!(gap.event.as_deref(), Some("gap"));
+    assert_eq!(data(&unknown.next_events(2)), numbered(1, 2));
+}
+
+#[test]
+fn a_client_that_was_quiet_past_the_age_bound_comes_back_without_a_gap() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("quiet");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut stream = Stream::open(server.addr, &target, &[]);
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let events = stream.next_events(3);
+    wait_for("all but the newest acked", Duration::from_secs(10), || {
+        counts(&queue) == ("1".into(), "0".into())
+    });
+    stream.close();
+    let last = events[2].id.clone().expect("an id");
+    let mut back = Stream::open(server.addr, &target, &[("Last-Event-ID", &last)]);
+    amqp.publish_all(&queue, &numbered(4, 4));
+    let next = back.next_event().expect("an event");
+    assert_eq!(next.event, None, "no gap: {next:?}");
+    assert_eq!(next.data.as_deref(), Some("m4"));
+}
