@@ -530,7 +530,8 @@ fn a_queue_held_by_another_instance_does_not_end_the_page() {
     });
     amqp.publish(&queue, "m3");
     shows_the_next_message(&mut browser, support::WAIT);
-    holding.wait_log("taken over");
+    // The default `share`: the holding instance relays the stream to the page's.
+    holding.wait_log("relayed to a reader on another instance");
     drop(old);
 }
 
@@ -726,4 +727,67 @@ fn unacked(queue: &str) -> String {
             .map(|n| n.trim().to_string())
     })
     .unwrap_or_default()
+}
+
+#[test]
+fn tabs_split_over_two_instances_each_show_every_message_once() {
+    let Some(mut browser) = Browser::launch() else {
+        eprintln!("browser: SKIPPED, chromium is not installed (apt-get install chromium)");
+        return;
+    };
+    let (address_a, address_b) = (free_address(), free_address());
+    let short = ("EVENTSOURCED_QUEUE_REPLAY_AGE", "2");
+    let a = Server::start(&[("EVENTSOURCED_SERVER_ADDRESS", address_a.as_str()), short]).ready();
+    let b = Server::start(&[("EVENTSOURCED_SERVER_ADDRESS", address_b.as_str()), short]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("tabs-split");
+    amqp.declare(&queue);
+    // One tab through a, two through b (a balancer without sticky sessions).
+    let pages = [
+        example_page(&address_a, &queue),
+        example_page(&address_b, &queue),
+        example_page(&address_b, &queue),
+    ];
+    for page in &pages {
+        browser.open(page);
+        wait_for("the tab's stream open", support::WAIT, || {
+            page_state(&mut browser) == "open"
+        });
+    }
+    b.wait_log_count("following the stream another instance holds", 2);
+    publish_paced(&amqp, &queue, &numbered(1, 100));
+    for tab in 0..3 {
+        browser.switch(tab);
+        wait_for("every message in the tab", support::WAIT, || {
+            browser.events().len() >= 100
+        });
+        assert_eq!(browser.events(), numbered(1, 100), "tab {tab}");
+    }
+    // The second tab closes and comes back, through b, with its last event.
+    browser.switch(1);
+    let last = browser.text("document.querySelector('#events li').dataset.id");
+    browser.close_tab(1);
+    b.wait_log("closed for");
+    amqp.publish_all(&queue, &numbered(101, 110));
+    browser.open(&format!("{}&lastEventId={last}", pages[1]));
+    wait_for("the reopened tab to catch up", support::WAIT, || {
+        browser.events().len() >= 10
+    });
+    assert_eq!(
+        browser.events(),
+        numbered(101, 110),
+        "exactly what it missed"
+    );
+    assert_eq!(opens_and_gaps(&mut browser), (1, 0));
+    for tab in [0, 2] {
+        browser.switch(tab);
+        wait_for("the tab's messages", support::WAIT, || {
+            browser.events().len() >= 110
+        });
+        assert_eq!(browser.events(), numbered(1, 110), "tab {tab}");
+        let (opens, gaps) = opens_and_gaps(&mut browser);
+        assert!(opens <= 2, "tab {tab} opened {opens} times");
+        assert_eq!(gaps, 0);
+    }
+    assert!(!a.log_text().contains("taken over") && !b.log_text().contains("taken over"));
 }

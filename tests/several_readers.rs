@@ -221,3 +221,89 @@ fn a_client_that_was_quiet_past_the_age_bound_comes_back_without_a_gap() {
     assert_eq!(next.event, None, "no gap: {next:?}");
     assert_eq!(next.data.as_deref(), Some("m4"));
 }
+
+#[test]
+fn readers_split_over_two_instances_each_get_every_message_and_nobody_takes_the_queue() {
+    let short = [("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")];
+    let (a, b) = (Server::start(&short).ready(), Server::start(&short).ready());
+    let amqp = Amqp::connect();
+    let queue = unique("split");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut on_a = Stream::open(a.addr, &target, &[]);
+    wait_for("a consumes the queue", support::WAIT, || {
+        amqp.consumers(&queue) == 1
+    });
+    let mut on_b = Stream::open(b.addr, &target, &[]);
+    assert_eq!(on_b.status, 200);
+    b.wait_log("following the stream another instance holds");
+    let mut second_on_b = Stream::open(b.addr, &target, &[]);
+    b.wait_log_count("following the stream another instance holds", 2);
+    let published = numbered(1, 60);
+    for (n, m) in published.iter().enumerate() {
+        amqp.publish(&queue, m);
+        if n % 20 == 19 {
+            std::thread::sleep(Duration::from_millis(1100));
+        }
+    }
+    for (name, stream) in [("a", &mut on_a), ("b", &mut on_b), ("b2", &mut second_on_b)] {
+        assert_eq!(data(&stream.next_events(60)), published, "reader on {name}");
+    }
+    wait_for(
+        "acks while readers on both read",
+        Duration::from_secs(10),
+        || counts(&queue) == ("1".into(), "0".into()),
+    );
+    assert_eq!(amqp.consumers(&queue), 1, "one consumer, on a");
+    // A reader on b leaves; it comes back to b later with the last event it read.
+    on_b.close();
+    amqp.publish_all(&queue, &numbered(61, 70));
+    let events = on_a.next_events(10);
+    assert_eq!(data(&events), numbered(61, 70));
+    assert_eq!(data(&second_on_b.next_events(10)), numbered(61, 70));
+    let fifth = events[4].id.clone().expect("an id");
+    let mut back = Stream::open(b.addr, &target, &[("Last-Event-ID", &fifth)]);
+    assert_eq!(data(&back.next_events(5)), numbered(66, 70));
+    // The reader on a leaves first: a consumes on for the readers on b.
+    on_a.close();
+    amqp.publish_all(&queue, &numbered(71, 72));
+    assert_eq!(data(&back.next_events(2)), numbered(71, 72));
+    assert_eq!(data(&second_on_b.next_events(2)), numbered(71, 72));
+    assert!(!a.log_text().contains("taken over") && !b.log_text().contains("taken over"));
+}
+
+#[test]
+fn the_readers_on_another_instance_end_when_the_holder_does_and_come_back_to_the_queue() {
+    let (a, b) = (Server::start(&[]).ready(), Server::start(&[]).ready());
+    let amqp = Amqp::connect();
+    let queue = unique("holder-gone");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let on_a = Stream::open(a.addr, &target, &[]);
+    wait_for("a consumes the queue", support::WAIT, || {
+        amqp.consumers(&queue) == 1
+    });
+    let mut on_b = Stream::open(b.addr, &target, &[]);
+    b.wait_log("following the stream another instance holds");
+    amqp.publish_all(&queue, &numbered(1, 3));
+    let events = on_b.next_events(3);
+    assert_eq!(data(&events), numbered(1, 3));
+    // The instance that holds the queue stops: the reader on b is told, by the stream's end.
+    drop(on_a);
+    drop(a);
+    assert!(
+        on_b.closed_by_server(Duration::from_secs(10)),
+        "b's stream ended"
+    );
+    // Its browser comes back (to b, say) and is served from the queue, after its last event.
+    let last = events[2].id.clone().expect("an id");
+    amqp.publish_all(&queue, &numbered(4, 5));
+    let mut back = None;
+    wait_for("b serves the queue itself", Duration::from_secs(10), || {
+        back = Stream::try_open(b.addr, &target, &[("Last-Event-ID", &last)])
+            .filter(|s| s.status == 200 && s.header("X-Status-Reason").is_none());
+        back.is_some()
+    });
+    let mut back = back.expect("a stream");
+    assert_eq!(data(&back.next_events(2)), numbered(4, 5));
+}

@@ -1,7 +1,8 @@
-//! A client whose old connection is still held by one instance (a phone that changed networks:
-//! that instance sees no FIN) reconnects through another: the new instance asks, through the
-//! broker, for the queue to be let go of, and serves the client at once, resuming after its
-//! `Last-Event-ID`, with nothing lost and nothing twice.
+//! With `queue.conflict: takeover`, a client whose old connection is still held by one instance
+//! (a phone that changed networks: that instance sees no FIN) reconnects through another: the
+//! new instance asks, through the broker, for the queue to be let go of, and serves the client
+//! at once, resuming after its `Last-Event-ID`, with nothing lost and nothing twice. (With
+//! `share`, the default, the other instance relays the stream instead: `several_readers.rs`.)
 
 mod support;
 
@@ -9,8 +10,12 @@ use std::time::Instant;
 use support::{unique, Amqp, Server, Stream};
 
 #[test]
-fn a_reconnect_to_another_instance_is_served_at_once() {
-    let (a, b) = (Server::start(&[]).ready(), Server::start(&[]).ready());
+fn with_takeover_a_reconnect_to_another_instance_is_served_at_once() {
+    let takeover = [("EVENTSOURCED_QUEUE_CONFLICT", "takeover")];
+    let (a, b) = (
+        Server::start(&takeover).ready(),
+        Server::start(&takeover).ready(),
+    );
     let amqp = Amqp::connect();
     let queue = unique("moved");
     amqp.declare(&queue);

@@ -74,8 +74,8 @@ pub struct Broker {
     next_link_id: AtomicU64,
     /// This instance's name on the control exchange.
     instance: String,
-    /// Called with a queue another instance asks this one to let go of.
-    on_release: Box<dyn Fn(&str) + Send + Sync>,
+    /// Called with what another instance asks of this one (let go of a queue, relay it).
+    on_request: Box<dyn Fn(control::Request) + Send + Sync>,
 }
 
 struct Node {
@@ -165,13 +165,13 @@ impl Calls {
 
 impl Broker {
     /// Starts one supervisor per node; returns at once (nodes connect in the background).
-    /// `on_release` is called (on a supervisor thread) with each queue that another instance
-    /// asks this one to let go of.
+    /// `on_request` is called (on a supervisor thread) with each request of another instance:
+    /// to let go of a queue, or to relay its stream.
     pub fn start(
         nodes: &[BrokerUrl],
         dial: Dial,
         metrics: Arc<Metrics>,
-        on_release: Box<dyn Fn(&str) + Send + Sync>,
+        on_request: Box<dyn Fn(control::Request) + Send + Sync>,
     ) -> Arc<Broker> {
         let (wake, woken) = crossbeam_channel::bounded(0);
         let broker = Arc::new(Broker {
@@ -197,7 +197,7 @@ impl Broker {
                 std::process::id(),
                 crate::random::next_u64()
             ),
-            on_release,
+            on_request,
         });
         for (index, node) in broker.nodes.iter().enumerate() {
             let broker = Arc::clone(&broker);
@@ -384,9 +384,9 @@ impl Broker {
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => {
-                        if let Some(queue) = control::release_request(&delivery, &self.instance) {
-                            debug!("another instance asks for {queue:?}");
-                            (self.on_release)(&queue);
+                        if let Some(request) = control::request(&delivery, &self.instance) {
+                            debug!("another instance asks: {request:?}");
+                            (self.on_request)(request);
                         }
                     }
                     // The control channel ended but the connection may live on.

@@ -4,18 +4,44 @@
 //! go back to the queue), and the request consumes the queue. No gossip of our own: the broker
 //! the instances already share carries the word.
 //!
+//! With `queue.conflict: share` the request asks instead to follow the stream (`follow`): the
+//! holder relays what it writes to a private queue of the asking instance (`stream::relay`), and
+//! the asking instance's client reads it (`stream::remote`).
+//!
 //! A message's body is the queue's name; its `app_id` names the instance that asks, which
-//! ignores its own word.
+//! ignores its own word. A `follow` names its private queue in `reply_to` and the client's last
+//! event, if any, in the header `last-event-id`.
 
 use amiquip::{
-    AmqpProperties, Channel, Consumer, ConsumerOptions, Delivery, ExchangeDeclareOptions,
-    ExchangeType, FieldTable, Publish, QueueDeclareOptions,
+    AmqpProperties, AmqpValue, Channel, Consumer, ConsumerOptions, Delivery,
+    ExchangeDeclareOptions, ExchangeType, FieldTable, Publish, QueueDeclareOptions,
 };
 
 /// The exchange every instance listens on.
 pub const EXCHANGE: &str = "eventsourced.control";
 /// The `type` of a request to let go of a queue.
 const RELEASE: &str = "release";
+/// The `type` of a request to relay a queue's stream.
+const FOLLOW: &str = "follow";
+/// The header of a `follow` that names the client's last event.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// What another instance asks of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// To let go of the queue.
+    Release(String),
+    /// To relay the queue's stream to a private queue of the asking instance.
+    Follow(FollowRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowRequest {
+    pub queue: String,
+    /// The asking instance's private queue.
+    pub reply_to: String,
+    pub last_event_id: Option<String>,
+}
 
 fn declare_exchange(channel: &Channel) -> amiquip::Result<()> {
     let options = ExchangeDeclareOptions {
@@ -41,6 +67,34 @@ pub fn ask_release(channel: &Channel, instance: &str, queue: &str) -> amiquip::R
     )
 }
 
+/// Asks the instance whose stream holds `queue` to relay it to `reply_to`, resuming after
+/// `last_event_id`.
+pub fn ask_follow(
+    channel: &Channel,
+    instance: &str,
+    queue: &str,
+    reply_to: &str,
+    last_event_id: Option<&str>,
+) -> amiquip::Result<()> {
+    declare_exchange(channel)?;
+    let mut headers = FieldTable::default();
+    if let Some(last) = last_event_id {
+        headers.insert(
+            LAST_EVENT_ID.to_string(),
+            AmqpValue::LongString(last.to_string()),
+        );
+    }
+    let properties = AmqpProperties::default()
+        .with_app_id(instance.to_string())
+        .with_type_(FOLLOW.to_string())
+        .with_reply_to(reply_to.to_string())
+        .with_headers(headers);
+    channel.basic_publish(
+        EXCHANGE,
+        Publish::with_properties(queue.as_bytes(), "", properties),
+    )
+}
+
 /// Listens on `channel`: a private queue (gone with the connection) bound to the exchange.
 pub fn listen(channel: &Channel) -> amiquip::Result<Consumer<'_>> {
     declare_exchange(channel)?;
@@ -59,14 +113,28 @@ pub fn listen(channel: &Channel) -> amiquip::Result<Consumer<'_>> {
     })
 }
 
-/// The queue another instance asks this one to let go of; `None` for this instance's own word
-/// or anything else.
-pub fn release_request(delivery: &Delivery, instance: &str) -> Option<String> {
+/// What another instance asks of this one; `None` for this instance's own word or anything
+/// else.
+pub fn request(delivery: &Delivery, instance: &str) -> Option<Request> {
     let properties = &delivery.properties;
-    if properties.type_().as_deref() != Some(RELEASE)
-        || properties.app_id().as_deref() == Some(instance)
-    {
+    if properties.app_id().as_deref() == Some(instance) {
         return None;
     }
-    String::from_utf8(delivery.body.clone()).ok()
+    let queue = String::from_utf8(delivery.body.clone()).ok()?;
+    match properties.type_().as_deref()? {
+        RELEASE => Some(Request::Release(queue)),
+        FOLLOW => {
+            let reply_to = properties.reply_to().clone().filter(|r| !r.is_empty())?;
+            let last_event_id = match properties.headers().as_ref()?.get(LAST_EVENT_ID) {
+                Some(AmqpValue::LongString(last)) => Some(last.clone()),
+                _ => None,
+            };
+            Some(Request::Follow(FollowRequest {
+                queue,
+                reply_to,
+                last_event_id,
+            }))
+        }
+        _ => None,
+    }
 }

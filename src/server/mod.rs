@@ -10,12 +10,14 @@ mod settings;
 pub use pool::WORKER_STACK;
 pub use settings::dial;
 
+use crate::amqp::control::{self, FollowRequest};
 use crate::amqp::Broker;
 use crate::config::Config;
 use crate::http::{reception, Client, Responder};
 use crate::metrics::Metrics;
 use crate::stream::hangup::HangupWatch;
 use crate::stream::registry::Registry;
+use crate::stream::relay;
 use crate::stream::{StreamContext, StreamSettings};
 use crate::sys;
 use crate::tls::{ListenerTls, TlsError};
@@ -181,14 +183,23 @@ impl Server {
         ));
         let registry = Arc::new(Registry::default());
         let releasing = Arc::clone(&registry);
+        // Requests to relay a stream to another instance, served on threads of their own.
+        let (follows_tx, follows_rx) = crossbeam_channel::bounded::<FollowRequest>(256);
         let routes = Arc::new(Routes {
             stream: StreamContext {
                 broker: Broker::start(
                     &config.broker.node,
                     dial,
                     Arc::clone(&metrics),
-                    Box::new(move |queue| {
-                        releasing.release(queue);
+                    Box::new(move |request| match request {
+                        control::Request::Release(queue) => {
+                            releasing.release(&queue);
+                        }
+                        control::Request::Follow(follow) => {
+                            if follows_tx.try_send(follow).is_err() {
+                                warn!("too many relays asked for at once: one is not started");
+                            }
+                        }
                     }),
                 ),
                 hangups: HangupWatch::start().map_err(ServerError::Threads)?,
@@ -210,6 +221,7 @@ impl Server {
                  127.0.0.1 behind a proxy that checks who is asking (README: Security)"
             );
         }
+        serve_follows(Arc::clone(&routes), follows_rx)?;
         let mut pool = Pool::new(
             config.server.workers,
             Arc::clone(&routes),
@@ -284,6 +296,34 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Starts a relay (`stream::relay`), on a thread of its own, for each request of another
+/// instance to follow a stream held here.
+fn serve_follows(
+    routes: Arc<Routes>,
+    requests: crossbeam_channel::Receiver<FollowRequest>,
+) -> Result<(), ServerError> {
+    let dispatch = move || {
+        for request in requests {
+            let Some(feed) = routes.stream.registry.feed_of(&request.queue) else {
+                continue;
+            };
+            let routes = Arc::clone(&routes);
+            let started = thread::Builder::new()
+                .name("relay".into())
+                .stack_size(pool::WORKER_STACK)
+                .spawn(move || relay::run(&feed, &request, &routes.stream));
+            if let Err(e) = started {
+                warn!("a relay to another instance could not start: {e}");
+            }
+        }
+    };
+    thread::Builder::new()
+        .name("relays".into())
+        .spawn(dispatch)
+        .map(drop)
+        .map_err(ServerError::Threads)
 }
 
 fn bind(address: &str) -> Result<TcpListener, ServerError> {

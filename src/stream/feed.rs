@@ -242,7 +242,7 @@ impl Follower<'_> {
         };
         if let Some(last) = last {
             let mut offset = 0usize;
-            // The newest first: a client is usually near the end.
+            // The newest that matches, should an id come twice.
             let mut found = None;
             for index in 0..state.entries.len() {
                 if state.id(index, offset).as_deref() == Some(last.as_bytes()) {
@@ -291,6 +291,11 @@ impl Follower<'_> {
             frames: count,
             next: next + count as u64,
         }
+    }
+
+    /// Whether the holder's stream has ended.
+    pub fn ended(&self) -> bool {
+        self.feed.lock().ended
     }
 
     /// Every entry before `upto` is acknowledged by this follower's client.

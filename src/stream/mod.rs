@@ -9,6 +9,8 @@ pub mod frames;
 pub mod hangup;
 pub mod pattern;
 pub mod registry;
+pub mod relay;
+pub mod remote;
 pub mod resume;
 pub mod session;
 pub mod window;

@@ -107,6 +107,13 @@ impl Registry {
         }))
     }
 
+    /// The feed of the stream holding `queue` here, if any.
+    pub fn feed_of(&self, queue: &str) -> Option<Arc<Feed>> {
+        self.lock()
+            .get(queue)
+            .map(|holder| Arc::clone(&holder.feed))
+    }
+
     /// Tells the stream holding `queue` here, if any, to end (another instance takes it over).
     pub fn release(&self, queue: &str) -> bool {
         match self.lock().get(queue) {

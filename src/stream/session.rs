@@ -21,6 +21,7 @@ use crate::stream::frames::{Form, Frames};
 use crate::stream::hangup::HangupWatch;
 use crate::stream::pattern::{Binding, RequestParts};
 use crate::stream::registry::{Conflict, Registry, Turn};
+use crate::stream::remote;
 use crate::stream::resume;
 use crate::stream::window::{AckWindow, Bounds, Release};
 use crate::sys;
@@ -118,7 +119,7 @@ impl std::fmt::Display for End {
 pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &StreamContext) {
     let settings = &context.settings;
     let deadline = Instant::now() + TAKEOVER_WAIT;
-    let claim = loop {
+    let mut claim = loop {
         match context
             .registry
             .turn(queue, settings.conflict, TAKEOVER_WAIT)
@@ -181,6 +182,30 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
         Ok(declared) => declared,
         Err(refusal) => return refuse(refusal),
     };
+    if declared.consumers > 0 && settings.conflict == Conflict::Share && !single_active {
+        // A stream on another instance holds the queue: it relays what it writes (`relay`).
+        // Not claimed here meanwhile, so that another request here follows it the same way.
+        drop(claim);
+        if remote::follow(&mut client, &head, queue, context) {
+            drop(lock);
+            if let Err(e) = channel.close() {
+                debug!("closing the channel of {queue:?}: {e}");
+            }
+            return;
+        }
+        // Nobody relays it (a consumer that is not an instance of ours): asked to let go.
+        claim = match context
+            .registry
+            .turn(queue, settings.conflict, TAKEOVER_WAIT)
+        {
+            Some(Turn::Hold(claim)) => claim,
+            _ => {
+                let refusal = Refusal::QueueHeld;
+                return context.responder.refuse(&mut client, Some(&head), refusal);
+            }
+        };
+    }
+    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     if declared.consumers > 0 {
         // A stream on another instance holds the queue (this one's was settled by the claim);
         // with the lock held here, a consumer still counted is one that is leaving.

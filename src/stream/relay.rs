@@ -1,0 +1,189 @@
+//! Relaying a stream to a reader on another instance: when a request there finds the queue held
+//! here (`control::Request::Follow`), a relay joins the holder's feed as one more follower and
+//! publishes what it reads, as the frames' bytes, to that instance's private queue, where its
+//! stream (`remote`) writes them to its client. That instance tells the relay, on a private
+//! queue of the relay's, how far its client's TCP has acknowledged them: the relay's
+//! acknowledgement is that, so the holder acks nothing the remote client may not have either.
+//!
+//! Every message the relay publishes is mandatory: one that comes back says the other
+//! instance's queue (and so its stream) is gone, and the relay ends. It speaks at least every
+//! `KEEPALIVE`, so that the other instance can take its silence for the end of the stream.
+
+use crate::amqp::control::FollowRequest;
+use crate::http::sse;
+use crate::stream::feed::{Feed, Follower, Read};
+use crate::stream::session::{StreamContext, RESUME_WAIT_MAX};
+use amiquip::{
+    AmqpProperties, Channel, ConsumerMessage, ConsumerOptions, FieldTable, Publish,
+    QueueDeclareOptions,
+};
+use crossbeam_channel::select;
+use log::{debug, info, warn};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The `type` of the first relayed message: its `reply_to` names the relay's queue.
+pub const START: &str = "start";
+/// Frames to write.
+pub const FRAMES: &str = "frames";
+/// Nothing new: the relay is still there.
+pub const KEEPALIVE: &str = "keepalive";
+/// The relayed stream ended.
+pub const END: &str = "end";
+/// How often the relay speaks at least.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
+/// Relayed messages whose frames the other instance's client may not have yet, at most: its
+/// consumer must never fill the in-memory channel of its connection (see `crates-notes`).
+const IN_FLIGHT: usize = 4;
+
+/// Relays the stream `feed` belongs to, as `request` asks, until either side ends.
+pub fn run(feed: &Feed, request: &FollowRequest, context: &StreamContext) {
+    let queue = &request.queue;
+    let Some(following) = feed.follow() else {
+        debug!("stream {queue:?} ended before it could be relayed");
+        return;
+    };
+    let lease = match context.broker.open_channel() {
+        Ok(lease) => lease,
+        Err(e) => {
+            warn!("relaying {queue:?} to another instance: {e}");
+            return;
+        }
+    };
+    info!("stream {queue:?} relayed to a reader on another instance");
+    let _open = context.metrics.followers.count();
+    let mut keep = Keep::default();
+    let end = relay(&lease.channel, &following, request, context, &mut keep);
+    info!("relay of {queue:?} to another instance ended: {end}");
+    drop(following);
+    if let Err(e) = lease.channel.close() {
+        debug!("closing the relay channel of {queue:?}: {e}");
+    }
+    drop(keep);
+}
+
+/// What must outlive the channel: a consumer's receiver (see `session::serve` on amiquip's
+/// cancel-ok) and the returns' (whose late messages amiquip would otherwise log).
+#[derive(Default)]
+struct Keep {
+    _consumed: Option<crossbeam_channel::Receiver<ConsumerMessage>>,
+    _returned: Option<crossbeam_channel::Receiver<amiquip::Return>>,
+}
+
+fn relay(
+    channel: &Channel,
+    following: &Follower<'_>,
+    request: &FollowRequest,
+    context: &StreamContext,
+    keep: &mut Keep,
+) -> String {
+    let failed = |e: amiquip::Error| format!("broker: {e}");
+    let returned = match channel.listen_for_returns() {
+        Ok(returned) => returned,
+        Err(e) => return failed(e),
+    };
+    keep._returned = Some(returned.clone());
+    let options = QueueDeclareOptions {
+        durable: false,
+        exclusive: true,
+        auto_delete: true,
+        arguments: FieldTable::default(),
+    };
+    let acks = match channel.queue_declare("", options) {
+        Ok(queue) => queue,
+        Err(e) => return failed(e),
+    };
+    let consumer = match acks.consume(ConsumerOptions {
+        no_ack: true,
+        exclusive: true,
+        ..ConsumerOptions::default()
+    }) {
+        Ok(consumer) => consumer,
+        Err(e) => return failed(e),
+    };
+    keep._consumed = Some(consumer.receiver().clone());
+    let deadline = Instant::now() + RESUME_WAIT_MAX + Duration::from_secs(2);
+    let start = loop {
+        match following.start(request.last_event_id.as_deref()) {
+            Some(Ok(start)) => break start,
+            Some(Err(())) => return "the relayed stream ended".into(),
+            None if Instant::now() >= deadline => return "the stream never got ready".into(),
+            None => {}
+        }
+        let _ = following.woken.recv_timeout(Duration::from_millis(50));
+    };
+    let publish = |kind: &str, next: u64, body: &[u8], reply_to: Option<&str>| {
+        let mut properties = AmqpProperties::default()
+            .with_type_(kind.to_string())
+            .with_message_id(next.to_string());
+        if let Some(reply_to) = reply_to {
+            properties = properties.with_reply_to(reply_to.to_string());
+        }
+        let mut message = Publish::with_properties(body, request.reply_to.clone(), properties);
+        message.mandatory = true;
+        channel.basic_publish("", message)
+    };
+    let mut first = Vec::new();
+    if start.gap {
+        sse::push_gap(&mut first);
+    }
+    if let Err(e) = publish(START, start.next, &first, Some(acks.name())) {
+        return failed(e);
+    }
+    let batch_limit = usize::from(context.settings.prefetch).max(1);
+    let mut next = start.next;
+    // Where each relayed message not yet acknowledged ends, in feed entries.
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    let mut spoke = Instant::now();
+    loop {
+        if following.ended() {
+            let _ = publish(END, next, &[], None);
+            return "the relayed stream ended".into();
+        }
+        if in_flight.len() < IN_FLIGHT {
+            let mut batch = Vec::new();
+            match following.read(next, batch_limit, &mut batch) {
+                Read::Frames { next: after, .. } => {
+                    if let Err(e) = publish(FRAMES, after, &batch, None) {
+                        return failed(e);
+                    }
+                    in_flight.push_back(after);
+                    next = after;
+                    spoke = Instant::now();
+                    continue;
+                }
+                Read::Ended => continue,
+                Read::Nothing => {}
+            }
+        }
+        let quiet = KEEPALIVE_EVERY.saturating_sub(spoke.elapsed());
+        select! {
+            recv(following.woken) -> _ => {}
+            recv(returned) -> _ => return "the reader's instance let go of it".into(),
+            recv(context.shutdown) -> _ => {
+                let _ = publish(END, next, &[], None);
+                return "server shutting down".into();
+            }
+            recv(consumer.receiver()) -> message => match message {
+                Ok(ConsumerMessage::Delivery(delivery)) => {
+                    let acknowledged = std::str::from_utf8(&delivery.body)
+                        .ok()
+                        .and_then(|n| n.parse::<u64>().ok());
+                    if let Some(upto) = acknowledged.filter(|&upto| upto <= next) {
+                        following.acknowledge(upto);
+                        while in_flight.front().is_some_and(|&end| end <= upto) {
+                            in_flight.pop_front();
+                        }
+                    }
+                }
+                _ => return "its channel closed".into(),
+            },
+            default(quiet) => {
+                if let Err(e) = publish(KEEPALIVE, next, &[], None) {
+                    return failed(e);
+                }
+                spoke = Instant::now();
+            }
+        }
+    }
+}
