@@ -44,9 +44,10 @@ fn ten_requests_at_once_over_two_instances_make_one_stream_and_one_consumer() {
 
 #[test]
 fn with_takeover_another_instance_serves_the_client_once_the_holder_let_go() {
+    let takeover = ("EVENTSOURCED_QUEUE_CONFLICT", "takeover");
     let (a, b) = (
-        Server::start(&[QUORUM]).ready(),
-        Server::start(&[QUORUM]).ready(),
+        Server::start(&[QUORUM, takeover]).ready(),
+        Server::start(&[QUORUM, takeover]).ready(),
     );
     let amqp = Amqp::connect();
     let queue = unique("quorum-moved");
@@ -91,4 +92,31 @@ fn a_quorum_queue_without_a_consumer_expires_and_so_does_its_lock() {
         let names = listed();
         !names.contains(&queue) && !names.contains(&lock)
     });
+}
+
+#[test]
+fn with_share_a_reader_on_another_instance_is_relayed_and_the_holder_stays() {
+    let (a, b) = (
+        Server::start(&[QUORUM]).ready(),
+        Server::start(&[QUORUM]).ready(),
+    );
+    let amqp = Amqp::connect();
+    let queue = unique("quorum-shared");
+    amqp.declare_quorum(&queue);
+    let target = format!("/?id={queue}");
+    let mut on_a = Stream::open(a.addr, &target, &[]);
+    a.wait_log("opened for");
+    let mut on_b = Stream::open(b.addr, &target, &[]);
+    assert_eq!(on_b.status, 200, "{:?}", on_b.headers);
+    b.wait_log("following the stream another instance holds");
+    amqp.publish_all(&queue, &numbered(1, 5));
+    for stream in [&mut on_a, &mut on_b] {
+        let got: Vec<String> = stream
+            .next_events(5)
+            .into_iter()
+            .filter_map(|e| e.data)
+            .collect();
+        assert_eq!(got, numbered(1, 5));
+    }
+    assert_eq!(consumers_of(&queue), ["true"], "one consumer, a's");
 }

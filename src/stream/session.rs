@@ -145,7 +145,6 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
             }
         }
     };
-    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     // A queue that keeps one consumer active lets a second one wait silently: its lock says
     // who holds it (see `amqp::holder`).
     let single_active = queue::single_active(&settings.arguments);
@@ -157,6 +156,20 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
             e.refusal()
         })
     };
+    if single_active
+        && settings.conflict == Conflict::Share
+        && lease.as_ref().err() == Some(&Refusal::QueueHeld)
+    {
+        // Its lock is held on another instance, which relays the stream (`relay`).
+        drop(claim);
+        if !remote::follow(&mut client, &head, queue, context) {
+            context
+                .responder
+                .refuse(&mut client, Some(&head), Refusal::QueueHeld);
+        }
+        return;
+    }
+    let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     let lease = match lease {
         Ok(lease) => lease,
         Err(refusal) => return refuse(refusal),
@@ -418,8 +431,11 @@ fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
                 return Err(Refusal::BrokerFailed);
             }
         }
-        if context.settings.conflict == Conflict::Reject {
-            return Err(Refusal::QueueTaken);
+        match context.settings.conflict {
+            Conflict::Reject => return Err(Refusal::QueueTaken),
+            // Held on another instance, which relays the stream instead of letting go.
+            Conflict::Share => return Err(Refusal::QueueHeld),
+            Conflict::Takeover => {}
         }
         if Instant::now() >= deadline {
             return Err(Refusal::QueueHeld);
