@@ -50,6 +50,11 @@ pub struct TokenArgs {
     /// seconds the token stays valid (default 3600)
     #[argh(option, default = "3600")]
     pub ttl: u64,
+
+    /// a request value that queue.bind takes and the token signs, as category:name=VALUE
+    /// (query:user=alice); one for each that `token` asks for
+    #[argh(option)]
+    pub value: Vec<String>,
 }
 
 /// Publish a message to a client's queue on the configured brokers, declaring the queue

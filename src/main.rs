@@ -57,9 +57,10 @@ fn run(args: cli::Args) -> Result<(), Box<dyn std::error::Error>> {
                     token.ttl
                 )
             })?;
+            let values = auth::values_given(&config.queue.signed_values(), &token.value)?;
             println!(
                 "expires={expires}&token={}",
-                auth::token(key, &token.queue, expires)
+                auth::token(key, &token.queue, &values, expires)
             );
             return Ok(());
         }

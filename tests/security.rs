@@ -77,25 +77,40 @@ fn a_routing_wildcard_in_a_request_value_is_refused_and_binds_nothing() {
 
 #[test]
 fn a_signed_url_must_cover_everything_a_binding_takes_from_the_request() {
-    // The key takes `topic`, which the token (it signs the queue name) does not cover.
-    let out = run_eventsourced(
-        &["-c"],
-        &[
-            ("EVENTSOURCED_AUTH_SECRET", "s3cret"),
-            (
-                "EVENTSOURCED_QUEUE_BIND",
-                "[{exchange: amq.topic, routing_key: 'user.${query:topic}'}]",
-            ),
-        ],
+    // The key takes `topic`, which the queue name does not fix: the token signs it too.
+    let bind = (
+        "EVENTSOURCED_QUEUE_BIND",
+        "[{exchange: amq.topic, routing_key: 'user.${query:topic}'}]",
     );
-    assert!(!out.status.success());
-    let message = text(&out.stderr);
-    assert!(message.contains("queue.bind[0].routing_key"), "{message}");
+    let secret = ("EVENTSOURCED_AUTH_SECRET", "s3cret");
+    let server = Server::start(&[secret, bind]).ready();
+    let queue = unique("signed-topic");
+    let minted = run_eventsourced(
+        &["token", &queue, "--value", "query:topic=mine"],
+        &[secret, bind],
+    );
+    assert!(minted.status.success(), "{}", text(&minted.stderr));
+    let signed = text(&minted.stdout).trim().to_string();
+    let ok = Stream::open(
+        server.addr,
+        &format!("/?id={queue}&topic=mine&{signed}"),
+        &[],
+    );
+    assert_eq!(ok.status, 200);
+    drop(ok);
+    // The same token with another topic: a binding it does not cover.
+    let widened = server.get(&format!("/?id={queue}&topic=yours&{signed}"), &[]);
+    assert_eq!(widened.status, 403);
+    assert_eq!(
+        widened.header("X-Status-Reason"),
+        Some("auth: token invalid")
+    );
+    // `token` names what it must sign when it is not given.
+    let unsigned = run_eventsourced(&["token", &queue], &[secret, bind]);
+    assert!(!unsigned.status.success());
+    assert!(text(&unsigned.stderr).contains("--value query:topic=VALUE"));
     // The queue's own placeholder is covered: the signed name fixes its value.
-    let out = run_eventsourced(
-        &["-c"],
-        &[("EVENTSOURCED_AUTH_SECRET", "s3cret"), PER_USER_TOPIC],
-    );
+    let out = run_eventsourced(&["-c"], &[secret, PER_USER_TOPIC]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 

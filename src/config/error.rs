@@ -25,8 +25,6 @@ pub enum ConfigError {
     QosTooLarge { prefetch: u16, replay_window: u16 },
     /// `auth.previous_secret` without a secret in force.
     PreviousWithoutSecret { sources: String },
-    /// With `auth.secret`, a binding uses request values that the signed queue name does not fix.
-    UnsignedBinding { key: String, pattern: String },
     /// Only one of a certificate and its key is set (`section` is `server.tls` or `broker.tls`).
     HalfTls {
         section: &'static str,
@@ -50,12 +48,6 @@ impl fmt::Display for ConfigError {
             ConfigError::PreviousWithoutSecret { sources } => write!(
                 f,
                 "{sources}: auth: previous_secret is set but no secret is: set the new secret too"
-            ),
-            ConfigError::UnsignedBinding { key, pattern } => write!(
-                f,
-                "{key}: with auth.secret set, a binding may only use the one placeholder of \
-                 queue.pattern ({pattern:?}), whose value the signed queue name fixes; other \
-                 request values would let a valid token widen the binding"
             ),
             ConfigError::HalfTls { section, sources } => write!(
                 f,

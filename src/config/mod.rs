@@ -390,9 +390,6 @@ impl Config {
         if config.auth.key.is_none() && config.auth.previous_secret.is_some() {
             return Err(ConfigError::PreviousWithoutSecret { sources: joined });
         }
-        if config.auth.key.is_some() {
-            signed_bindings(&config.queue)?;
-        }
         let server_tls = &config.server.tls;
         let broker_tls = &config.broker.tls;
         for (section, cert, key) in [
@@ -418,30 +415,25 @@ impl Config {
     }
 }
 
-/// With signed URLs, a token signs the queue name; a binding filled from request values the name
-/// does not pin down could be widened by whoever holds a valid token. So each placeholder of
-/// `queue.bind` must be the one placeholder of `queue.pattern`, whose value the name fixes.
-fn signed_bindings(queue: &QueueConfig) -> Result<(), ConfigError> {
-    let named = queue.pattern.placeholders();
-    for (index, binding) in queue.bind.iter().enumerate() {
-        for (field, pattern) in [
-            ("exchange", &binding.exchange),
-            ("routing_key", &binding.routing_key),
-        ] {
-            let used = pattern.placeholders();
-            if used.is_empty() {
-                continue;
-            }
-            let covered = named.len() == 1 && used.iter().all(|p| *p == named[0]);
-            if !covered {
-                return Err(ConfigError::UnsignedBinding {
-                    key: format!("queue.bind[{index}].{field}"),
-                    pattern: queue.pattern.as_configured().to_string(),
-                });
-            }
-        }
+impl QueueConfig {
+    /// The request values a signed URL's token covers besides the queue name: each placeholder
+    /// of `queue.bind` whose value the name does not fix (the name fixes the value of a
+    /// pattern's only placeholder), as `category:name`, sorted, once each. Without them a valid
+    /// token could widen a binding.
+    pub fn signed_values(&self) -> Vec<String> {
+        let named = self.pattern.placeholders();
+        let fixed = |p: &String| named.len() == 1 && *p == named[0];
+        let mut values: Vec<String> = self
+            .bind
+            .iter()
+            .flat_map(|b| [&b.exchange, &b.routing_key])
+            .flat_map(|pattern| pattern.placeholders())
+            .filter(|p| !fixed(p))
+            .collect();
+        values.sort();
+        values.dedup();
+        values
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -651,14 +643,14 @@ mod tests {
     }
 
     #[test]
-    fn with_a_secret_bindings_use_only_the_signed_value() {
-        let ok = "auth: {secret: s}\nqueue: {pattern: 'u-${query:id}', bind: [{exchange: amq.topic, routing_key: 'user.${query:id}.#'}]}";
-        assert!(stacked(&[ok], &[]).is_ok());
-        let other = "auth: {secret: s}\nqueue: {bind: [{exchange: 'x-${cookie:team}'}]}";
-        let error = stacked(&[other], &[]).unwrap_err().to_string();
-        assert!(error.contains("queue.bind[0].exchange"), "{error}");
-        // Without a secret the same binding is allowed: there is no token to widen.
-        assert!(stacked(&["queue: {bind: [{exchange: 'x-${cookie:team}'}]}"], &[]).is_ok());
+    fn a_token_covers_every_binding_value_the_queue_name_does_not_fix() {
+        let fixed = "queue: {pattern: 'u-${query:id}', bind: [{exchange: amq.topic, routing_key: 'user.${query:id}.#'}]}";
+        assert!(resolve(&[fixed]).queue.signed_values().is_empty());
+        let devices = "queue: {pattern: 'u-${query:user}-${query:device}', bind: [{exchange: amq.topic, routing_key: 'user.${query:user}'}, {exchange: 'x-${cookie:team}', routing_key: '${query:user}'}]}";
+        assert_eq!(
+            resolve(&[devices]).queue.signed_values(),
+            ["cookie:team", "query:user"]
+        );
     }
 
     #[test]

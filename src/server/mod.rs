@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::http::{reception, Client, Responder};
 use crate::metrics::Metrics;
 use crate::stream::hangup::HangupWatch;
-use crate::stream::registry::Registry;
+use crate::stream::registry::{Conflict, Registry};
 use crate::stream::relay;
 use crate::stream::{StreamContext, StreamSettings};
 use crate::sys;
@@ -304,8 +304,11 @@ fn serve_follows(
     routes: Arc<Routes>,
     requests: crossbeam_channel::Receiver<FollowRequest>,
 ) -> Result<(), ServerError> {
+    // Only `share` keeps frames for followers; elsewhere the asking instance is told nothing,
+    // and asks for the queue to be let go of instead.
+    let sharing = routes.stream.settings.conflict == Conflict::Share;
     let dispatch = move || {
-        for request in requests {
+        for request in requests.iter().filter(|_| sharing) {
             let Some(feed) = routes.stream.registry.feed_of(&request.queue) else {
                 continue;
             };

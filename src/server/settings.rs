@@ -40,6 +40,7 @@ pub fn signing(config: &Config) -> Option<Signing> {
     Some(Signing {
         keys: config.auth.keys(),
         max_ttl: (config.auth.max_ttl > 0).then_some(config.auth.max_ttl),
+        values: config.queue.signed_values(),
     })
 }
 

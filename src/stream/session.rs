@@ -730,7 +730,10 @@ impl Session<'_> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.feed.append(&batch, 0..batch.len());
+        // Only `share` has followers; the others keep no frames for them.
+        if self.context.settings.conflict == Conflict::Share {
+            self.feed.append(&batch, 0..batch.len());
+        }
         let skip = unsent.checked_sub(1).map_or(0, |last| {
             batch.ends().nth(last).map_or(0, |(_, end, _)| end)
         });
