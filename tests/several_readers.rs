@@ -307,3 +307,31 @@ fn the_readers_on_another_instance_end_when_the_holder_does_and_come_back_to_the
     let mut back = back.expect("a stream");
     assert_eq!(data(&back.next_events(2)), numbered(4, 5));
 }
+
+#[test]
+fn a_reader_older_than_the_kept_frames_is_served_exactly_by_a_takeover() {
+    // Room for a few frames only, so that the window holds more than the feed keeps.
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_SHARED_BYTES", "200")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("older");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut first = Stream::open(server.addr, &target, &[]);
+    amqp.publish_all(&queue, &numbered(1, 20));
+    let events = first.next_events(20);
+    let fifth = events[4].id.clone().expect("an id");
+    let mut behind = Stream::open(server.addr, &target, &[("Last-Event-ID", &fifth)]);
+    assert_eq!(
+        data(&behind.next_events(15)),
+        numbered(6, 20),
+        "exactly what it missed"
+    );
+    // The first reader's stream was taken over; it comes back with its last event and follows.
+    assert!(first.closed_by_server(support::WAIT));
+    let newest = events[19].id.clone().expect("an id");
+    let mut back = Stream::open(server.addr, &target, &[("Last-Event-ID", &newest)]);
+    amqp.publish_all(&queue, &numbered(21, 22));
+    assert_eq!(data(&back.next_events(2)), numbered(21, 22));
+    assert_eq!(data(&behind.next_events(2)), numbered(21, 22));
+    server.wait_log("following the stream that consumes it here");
+}

@@ -207,6 +207,9 @@ pub struct QueueConfig {
     pub replay_age: u64,
     /// What a request for a queue that is being streamed gets.
     pub conflict: Conflict,
+    /// Bytes of the newest frames a stream keeps in memory for other readers of its queue
+    /// (`conflict: share`): a reader whose last event is older gets the stream by a takeover.
+    pub shared_bytes: usize,
     /// Exchanges the client's queue is bound to on every connect.
     pub bind: Vec<Binding>,
     /// Extra arguments of the queue declaration (`x-queue-type`, `x-max-length`, ...).
@@ -223,6 +226,7 @@ impl Default for QueueConfig {
             replay_bytes: 4 << 20,
             replay_age: 120,
             conflict: Conflict::Share,
+            shared_bytes: 64 << 10,
             bind: Vec::new(),
             arguments: BTreeMap::new(),
         }

@@ -28,6 +28,7 @@ impl From<&Config> for StreamSettings {
             },
             event_ids: config.server.event_ids,
             conflict: config.queue.conflict,
+            shared_bytes: config.queue.shared_bytes,
             keepalive: (config.server.keepalive > 0)
                 .then(|| Duration::from_secs(config.server.keepalive)),
         }

@@ -3,10 +3,16 @@
 //! and every other stream of the queue here (a follower: a second tab, a reconnect whose old
 //! connection has not ended yet) writes from that log to its own client, at its own pace.
 //!
-//! Entries enter the log in the order the holder's window holds them and leave it when the
-//! window releases them: entry `n` of the log is delivery `n` of the window. A follower says how
-//! far its client's TCP has acknowledged what it wrote, and the holder acks no entry that a
-//! follower's client may not have, just as it acks none its own client may not have.
+//! Entries are numbered as the holder's window holds their deliveries, and leave the log when
+//! the window releases them. A follower says how far its client's TCP has acknowledged what it
+//! wrote, and the holder acks no entry that a follower's client may not have, just as it acks
+//! none its own client may not have.
+//!
+//! The log keeps at most `queue.shared_bytes` of the newest frames (a burst to one stream must
+//! not cost megabytes here; the broker holds what the window holds anyway), but those a
+//! follower has yet to read. A reader that comes with an event the log cannot place (older
+//! than its oldest entry, but perhaps held by the window) is answered `Start::Takeover`: a
+//! stream that takes the queue over resumes from what the broker hands back.
 //!
 //! The bytes are kept in chunks of one size (`chunk_queue`), for the same reason as the window.
 
@@ -14,15 +20,18 @@ use crate::stream::chunk_queue::ChunkQueue;
 use crate::stream::frames::Frames;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Bytes of frames a chunk of the log takes.
 const BYTE_CHUNK: usize = 2048;
-/// Entries a chunk of the log's index takes: 128 of 8 bytes, 1,024 bytes.
-const ENTRY_CHUNK: usize = 128;
+/// Entries a chunk of the log's index takes: 64 of 16 bytes, 1,024 bytes.
+const ENTRY_CHUNK: usize = 64;
 
 /// One frame in the log.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// Where its frame ends, counted in bytes from the feed's first.
+    end: u64,
     len: u32,
     /// The length of its event id, which starts its frame (`id: `); 0 when it has none.
     id_len: u16,
@@ -30,11 +39,12 @@ struct Entry {
 
 /// Where a follower starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Start {
-    /// The first entry it sends.
-    pub next: u64,
-    /// Its client's last event is not in the log: it is told so before anything is sent.
-    pub gap: bool,
+pub enum Start {
+    /// At entry `next`; with `gap`, its client is first told that its last event is not held.
+    At { next: u64, gap: bool },
+    /// Its last event may be held by the window but not in the log: only a stream that takes
+    /// the queue over, and resumes from what the broker hands back, can place it.
+    Takeover,
 }
 
 /// What a follower read from the log.
@@ -59,8 +69,18 @@ struct Reader {
 struct State {
     bytes: ChunkQueue<u8, BYTE_CHUNK>,
     entries: ChunkQueue<Entry, ENTRY_CHUNK>,
-    /// The number of the log's oldest entry.
+    /// The number of the log's oldest entry; `first + entries.len()` is the next one's.
     first: u64,
+    /// The number of the window's oldest delivery: those from it to `first` are held by the
+    /// window, not kept here.
+    window_first: u64,
+    /// Where `bytes` begins, in bytes from the feed's first; and where it ends.
+    bytes_first: u64,
+    bytes_end: u64,
+    /// Bytes of frames kept at most (`queue.shared_bytes`); 0 keeps none.
+    budget: usize,
+    /// The event id of the newest frame the holder wrote, kept or not.
+    newest_id: Vec<u8>,
     /// The holder has written its first batch (a resume's): followers may start.
     ready: bool,
     ended: bool,
@@ -73,16 +93,44 @@ impl State {
         self.first + self.entries.len() as u64
     }
 
-    fn id(&self, index: usize, start: usize) -> Option<Vec<u8>> {
+    /// Where entry `index` (from the oldest kept) starts in `bytes`.
+    fn start_of(&self, index: usize) -> usize {
+        let entry = self.entries[index];
+        (entry.end - u64::from(entry.len) - self.bytes_first) as usize
+    }
+
+    fn id(&self, index: usize) -> Option<Vec<u8>> {
         let entry = self.entries.get(index)?;
         if entry.id_len == 0 {
             return None;
         }
         let mut id = Vec::with_capacity(usize::from(entry.id_len));
-        let from = start + crate::http::sse::ID_FIELD.len();
+        let from = self.start_of(index) + crate::http::sse::ID_FIELD.len();
         self.bytes
             .copy_range(from, usize::from(entry.id_len), &mut id);
         Some(id)
+    }
+
+    /// Drops the oldest `count` entries the log keeps.
+    fn drop_oldest(&mut self, count: usize) {
+        let count = count.min(self.entries.len());
+        if count == 0 {
+            return;
+        }
+        let until = self.entries[count - 1].end;
+        self.bytes.drop_front((until - self.bytes_first) as usize);
+        self.entries.drop_front(count);
+        self.bytes_first = until;
+        self.first += count as u64;
+    }
+
+    /// Keeps no frames from here on: the log is empty, and begins at the next entry.
+    fn forget(&mut self) {
+        self.budget = 0;
+        self.first = self.end();
+        self.bytes = ChunkQueue::new();
+        self.entries = ChunkQueue::new();
+        self.bytes_first = self.bytes_end;
     }
 
     fn wake_readers(&self) {
@@ -126,6 +174,11 @@ impl Feed {
 
     // The holder's side.
 
+    /// Keeps at most `budget` bytes of the newest frames from now on (0: none).
+    pub fn keep(&self, budget: usize) {
+        self.lock().budget = budget;
+    }
+
     /// Receives when a follower leaves or acknowledges more.
     pub fn holder_woken(&self) -> &Receiver<()> {
         &self.holder_woken
@@ -136,17 +189,44 @@ impl Feed {
     pub fn append(&self, batch: &Frames, indices: impl Iterator<Item = usize>) {
         let mut state = self.lock();
         for index in indices {
+            if let Some(id) = batch.id(index) {
+                state.newest_id.clear();
+                state.newest_id.extend_from_slice(id.as_bytes());
+            }
             let bytes = batch.frame_bytes(index);
+            state.bytes_end += bytes.len() as u64;
+            if state.budget == 0 {
+                state.first += 1;
+                state.bytes_first = state.bytes_end;
+                continue;
+            }
             let id_len = batch
                 .id(index)
                 .and_then(|id| u16::try_from(id.len()).ok())
                 .unwrap_or(0);
             state.bytes.extend_from_slice(bytes);
+            let end = state.bytes_end;
             state.entries.push_back(Entry {
+                end,
                 len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
                 id_len,
             });
         }
+        // The oldest go past the budget, but those a follower has yet to read.
+        let unread = state
+            .readers
+            .iter()
+            .map(|r| r.acknowledged)
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut over = 0;
+        while over < state.entries.len()
+            && state.first + (over as u64) < unread
+            && (state.bytes_end - state.entries[over].end) as usize >= state.budget
+        {
+            over += 1;
+        }
+        state.drop_oldest(over);
         state.wake_readers();
     }
 
@@ -157,31 +237,28 @@ impl Feed {
         state.wake_readers();
     }
 
-    /// How many of the oldest entries every follower's client has: `None` with no follower.
+    /// How many of the window's oldest deliveries every follower's client has: `None` with no
+    /// follower.
     pub fn acknowledged_by_followers(&self) -> Option<usize> {
         let state = self.lock();
-        let first = state.first;
+        let oldest = state.window_first;
         state
             .readers
             .iter()
-            .map(|r| usize::try_from(r.acknowledged.saturating_sub(first)).unwrap_or(usize::MAX))
+            .map(|r| usize::try_from(r.acknowledged.saturating_sub(oldest)).unwrap_or(usize::MAX))
             .min()
     }
 
-    /// Entries the window released leave the log.
+    /// The window released its oldest `count` deliveries: their entries leave the log.
     pub fn release(&self, count: usize) {
         if count == 0 {
             return;
         }
         let mut state = self.lock();
-        let count = count.min(state.entries.len());
-        let mut bytes = 0usize;
-        for index in 0..count {
-            bytes += state.entries.get(index).map_or(0, |e| e.len as usize);
-        }
-        state.bytes.drop_front(bytes);
-        state.entries.drop_front(count);
-        state.first += count as u64;
+        state.window_first += count as u64;
+        let gone =
+            usize::try_from(state.window_first.saturating_sub(state.first)).unwrap_or(usize::MAX);
+        state.drop_oldest(gone);
     }
 
     pub fn followers(&self) -> usize {
@@ -192,8 +269,7 @@ impl Feed {
     pub fn end(&self) {
         let mut state = self.lock();
         state.ended = true;
-        state.bytes = ChunkQueue::new();
-        state.entries = ChunkQueue::new();
+        state.forget();
         state.wake_readers();
     }
 
@@ -224,10 +300,11 @@ impl Feed {
 }
 
 impl Follower<'_> {
-    /// Whether the holder is ready (`Some`), and where to start then: after the entry whose
-    /// event id is `last` when the log holds it; otherwise at the log's oldest entry, with a gap
-    /// when the client named an event the log does not hold. `None` while the holder is not
-    /// ready; `Some(Err(()))` once it has ended.
+    /// Where to start, once the holder is ready (`None` before; `Some(Err(()))` once it has
+    /// ended): after the entry whose event id is `last` when the log holds it, or at the end
+    /// when `last` is the newest event written; else at the log's oldest entry, with a gap
+    /// when the client named an event that is held nowhere; or `Start::Takeover` when the
+    /// window may hold it but the log does not.
     pub fn start(&self, last: Option<&str>) -> Option<Result<Start, ()>> {
         let mut state = self.feed.lock();
         if state.ended {
@@ -236,32 +313,65 @@ impl Follower<'_> {
         if !state.ready {
             return None;
         }
-        let mut start = Start {
-            next: state.first,
-            gap: last.is_some(),
-        };
-        if let Some(last) = last {
-            let mut offset = 0usize;
-            // The newest that matches, should an id come twice.
-            let mut found = None;
-            for index in 0..state.entries.len() {
-                if state.id(index, offset).as_deref() == Some(last.as_bytes()) {
-                    found = Some(index);
+        let start = match last {
+            None => Start::At {
+                next: state.first,
+                gap: false,
+            },
+            Some(last) => {
+                // The newest that matches, should an id come twice.
+                let found = (0..state.entries.len())
+                    .rev()
+                    .find(|&index| state.id(index).as_deref() == Some(last.as_bytes()));
+                match found {
+                    Some(index) => Start::At {
+                        next: state.first + index as u64 + 1,
+                        gap: false,
+                    },
+                    None if state.newest_id == last.as_bytes() => Start::At {
+                        next: state.end(),
+                        gap: false,
+                    },
+                    None if state.first <= state.window_first => Start::At {
+                        next: state.first,
+                        gap: true,
+                    },
+                    None => Start::Takeover,
                 }
-                offset += state.entries[index].len as usize;
             }
-            if let Some(index) = found {
-                start = Start {
-                    next: state.first + index as u64 + 1,
-                    gap: false,
-                };
+        };
+        if let Start::At { next, .. } = start {
+            if let Some(reader) = state.readers.iter_mut().find(|r| r.id == self.id) {
+                reader.acknowledged = next;
             }
-        }
-        let next = start.next;
-        if let Some(reader) = state.readers.iter_mut().find(|r| r.id == self.id) {
-            reader.acknowledged = next;
         }
         Some(Ok(start))
+    }
+
+    /// As `start`, waiting until the holder is ready: `None` when it ends, is not ready by
+    /// `deadline`, or `stop` speaks (or disconnects) first.
+    pub fn wait_start(
+        &self,
+        last: Option<&str>,
+        deadline: Instant,
+        stop: &Receiver<()>,
+    ) -> Option<Start> {
+        loop {
+            match self.start(last) {
+                Some(Ok(start)) => return Some(start),
+                Some(Err(())) => return None,
+                None => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            crossbeam_channel::select! {
+                recv(self.woken) -> _ => {}
+                recv(stop) -> _ => return None,
+                default(left) => {}
+            }
+        }
     }
 
     /// Appends to `out` the frames from entry `next` on, at most `limit` of them.
@@ -273,20 +383,14 @@ impl Follower<'_> {
             return Read::Ended;
         }
         let skip = usize::try_from(next - state.first).unwrap_or(usize::MAX);
-        if skip >= state.entries.len() {
+        if skip >= state.entries.len() || limit == 0 {
             return Read::Nothing;
         }
-        let mut start = 0usize;
-        for index in 0..skip {
-            start += state.entries[index].len as usize;
-        }
         let count = (state.entries.len() - skip).min(limit);
-        let mut len = 0usize;
-        for index in skip..skip + count {
-            len += state.entries[index].len as usize;
-        }
-        out.reserve(len);
-        state.bytes.copy_range(start, len, out);
+        let start = state.start_of(skip);
+        let end = (state.entries[skip + count - 1].end - state.bytes_first) as usize;
+        out.reserve(end - start);
+        state.bytes.copy_range(start, end - start, out);
         Read::Frames {
             frames: count,
             next: next + count as u64,
@@ -349,24 +453,28 @@ mod tests {
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
+    /// A feed that keeps a megabyte of frames.
+    fn kept() -> Feed {
+        let feed = Feed::default();
+        feed.keep(1 << 20);
+        feed
+    }
+
+    fn at(next: u64, gap: bool) -> Option<Result<Start, ()>> {
+        Some(Ok(Start::At { next, gap }))
+    }
+
     #[test]
     fn a_follower_waits_for_the_holder_then_reads_after_its_last_event() {
-        let feed = Feed::default();
+        let feed = kept();
         let follower = feed.follow().unwrap();
         assert_eq!(follower.start(Some("b")), None, "the holder is not ready");
         append(&feed, &["a", "b", "c"]);
         feed.ready();
-        let start = follower.start(Some("b")).unwrap().unwrap();
-        assert_eq!(
-            start,
-            Start {
-                next: 2,
-                gap: false
-            }
-        );
+        assert_eq!(follower.start(Some("b")), at(2, false));
         let mut out = Vec::new();
         assert_eq!(
-            follower.read(start.next, 10, &mut out),
+            follower.read(2, 10, &mut out),
             Read::Frames { frames: 1, next: 3 }
         );
         assert_eq!(text(&out), "id: c\ndata: c\n\n");
@@ -374,46 +482,74 @@ mod tests {
     }
 
     #[test]
-    fn an_event_the_log_does_not_hold_is_a_gap_and_a_fresh_page_gets_the_whole_log() {
+    fn a_feed_that_keeps_nothing_places_only_the_newest_event() {
         let feed = Feed::default();
         append(&feed, &["a", "b"]);
         feed.ready();
         let follower = feed.follow().unwrap();
-        assert_eq!(
-            follower.start(Some("zz")).unwrap().unwrap(),
-            Start { next: 0, gap: true }
-        );
-        assert_eq!(
-            follower.start(None).unwrap().unwrap(),
-            Start {
-                next: 0,
-                gap: false
-            }
-        );
+        // Its last event is the newest written: nothing is missing.
+        assert_eq!(follower.start(Some("b")), at(2, false));
+        // Another the window may hold, but the log does not: a takeover can place it.
+        assert_eq!(follower.start(Some("a")), Some(Ok(Start::Takeover)));
+        assert_eq!(follower.start(None), at(2, false));
+    }
+
+    #[test]
+    fn an_event_held_nowhere_is_a_gap_and_a_fresh_page_gets_the_whole_log() {
+        let feed = kept();
+        append(&feed, &["a", "b"]);
+        feed.ready();
+        let follower = feed.follow().unwrap();
+        assert_eq!(follower.start(Some("zz")), at(0, true));
+        assert_eq!(follower.start(None), at(0, false));
     }
 
     #[test]
     fn released_entries_leave_and_numbers_go_on() {
-        let feed = Feed::default();
+        let feed = kept();
         append(&feed, &["a", "b", "c"]);
         feed.ready();
         feed.release(2);
         append(&feed, &["d"]);
         let follower = feed.follow().unwrap();
-        assert_eq!(
-            follower.start(Some("a")).unwrap().unwrap(),
-            Start { next: 2, gap: true }
-        );
-        let start = follower.start(Some("c")).unwrap().unwrap();
-        assert_eq!(start.next, 3);
+        assert_eq!(follower.start(Some("a")), at(2, true));
+        assert_eq!(follower.start(Some("c")), at(3, false));
         let mut out = Vec::new();
         follower.read(2, 1, &mut out);
         assert_eq!(text(&out), "id: c\ndata: c\n\n");
+        out.clear();
+        follower.read(2, 10, &mut out);
+        assert_eq!(text(&out), "id: c\ndata: c\n\nid: d\ndata: d\n\n");
+    }
+
+    #[test]
+    fn only_the_newest_frames_within_the_budget_are_kept_but_unread_ones() {
+        let feed = Feed::default();
+        // Each frame of a one-letter id and body is 15 bytes: two fit in 30.
+        feed.keep(30);
+        append(&feed, &["a", "b", "c"]);
+        feed.ready();
+        let follower = feed.follow().unwrap();
+        assert_eq!(follower.start(Some("b")), at(2, false));
+        assert_eq!(follower.start(Some("a")), Some(Ok(Start::Takeover)));
+        assert_eq!(follower.start(None), at(1, false));
+        // Its reader has yet to read b and c: they stay past the budget.
+        append(&feed, &["d", "e"]);
+        let mut out = Vec::new();
+        follower.read(1, 10, &mut out);
+        assert_eq!(text(&out).matches("data:").count(), 4, "b to e");
+        follower.acknowledge(5);
+        append(&feed, &["f"]);
+        assert_eq!(follower.start(Some("d")), Some(Ok(Start::Takeover)));
+        assert_eq!(follower.start(Some("e")), at(5, false));
+        // Once the window has released all it held before the log, nothing older is held.
+        feed.release(4);
+        assert_eq!(follower.start(Some("a")), at(4, true));
     }
 
     #[test]
     fn the_slowest_follower_holds_releases_back() {
-        let feed = Feed::default();
+        let feed = kept();
         assert_eq!(feed.acknowledged_by_followers(), None);
         append(&feed, &["a", "b", "c", "d"]);
         feed.ready();

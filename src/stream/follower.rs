@@ -10,7 +10,8 @@
 use crate::http::sse;
 use crate::http::{Client, RequestHead};
 use crate::memory;
-use crate::stream::feed::{Follower, Read};
+use crate::refusal::Refusal;
+use crate::stream::feed::{Follower, Read, Start};
 use crate::stream::session::{self, End, StreamContext, FOREVER, RESUME_WAIT_MAX, SETTLE_INTERVAL};
 use crate::sys;
 use crossbeam_channel::{select, Receiver};
@@ -23,14 +24,15 @@ use std::time::{Duration, Instant};
 const READY_WAIT: Duration = RESUME_WAIT_MAX.saturating_add(Duration::from_secs(2));
 
 /// Serves `client` from the feed `following` reads, until the client, the stream it follows
-/// or the server ends it.
+/// or the server ends it. Hands the request back, untouched, when the feed cannot place the
+/// client's last event but the queue may still hold it (`Start::Takeover`).
 pub fn serve(
     mut client: Client,
     head: RequestHead,
     queue: &str,
     context: &StreamContext,
     following: Follower<'_>,
-) {
+) -> Option<(Client, RequestHead)> {
     let settings = &context.settings;
     // Declared and bound as on every request: bindings may use request values, and a refusal
     // for a bad one is the same whoever holds the queue.
@@ -38,9 +40,10 @@ pub fn serve(
         Ok(lease) => lease,
         Err(e) => {
             warn!("stream {queue:?}: {e}");
-            return context
+            context
                 .responder
                 .refuse(&mut client, Some(&head), e.refusal());
+            return None;
         }
     };
     let declared = lease
@@ -50,11 +53,23 @@ pub fn serve(
         log::debug!("closing the declaring channel of {queue:?}: {e}");
     }
     if let Err(refusal) = declared {
-        return context.responder.refuse(&mut client, Some(&head), refusal);
+        context.responder.refuse(&mut client, Some(&head), refusal);
+        return None;
     }
+    let last_event_id = settings.event_ids.then(|| head.last_event_id()).flatten();
+    let deadline = Instant::now() + READY_WAIT;
+    let start = match following.wait_start(last_event_id.as_deref(), deadline, &context.shutdown) {
+        Some(Start::At { next, gap }) => (next, gap),
+        Some(Start::Takeover) => return Some((client, head)),
+        None => {
+            context
+                .responder
+                .refuse(&mut client, Some(&head), Refusal::QueueHeld);
+            return None;
+        }
+    };
     let peer = client.peer;
     let started = Instant::now();
-    let last_event_id = settings.event_ids.then(|| head.last_event_id()).flatten();
     drop(head);
     info!(
         "stream {queue:?} opened for {peer}, following the stream that consumes it here{}",
@@ -80,7 +95,7 @@ pub fn serve(
         unacknowledged: VecDeque::new(),
         quiet_from: Some(Instant::now()),
     };
-    let end = stream.run(last_event_id.as_deref(), gone);
+    let end = stream.run(start, gone);
     let delivered = stream.delivered;
     drop(watch);
     // Leaving: what it held back is the holder's to release now.
@@ -90,6 +105,7 @@ pub fn serve(
         "stream {queue:?} closed for {peer} after {:.1} s and {delivered} messages: {end}",
         started.elapsed().as_secs_f32()
     );
+    None
 }
 
 struct Following<'a> {
@@ -107,7 +123,8 @@ struct Following<'a> {
 }
 
 impl Following<'_> {
-    fn run(&mut self, last: Option<&str>, client_gone: &Receiver<()>) -> End {
+    /// Streams from feed entry `next`, telling the client first of a `gap`.
+    fn run(&mut self, (mut next, gap): (u64, bool), client_gone: &Receiver<()>) -> End {
         let head = session::opening(self.context);
         if let Err(e) = self.send(&head) {
             return End::ClientGone(e);
@@ -115,25 +132,7 @@ impl Following<'_> {
         drop(head);
         let shutdown = &self.context.shutdown;
         let woken = &self.following.woken;
-        let deadline = Instant::now() + READY_WAIT;
-        let start = loop {
-            match self.following.start(last) {
-                Some(Ok(start)) => break start,
-                Some(Err(())) => return End::HolderEnded,
-                None => {}
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return End::HolderEnded;
-            }
-            select! {
-                recv(woken) -> _ => {}
-                recv(shutdown) -> _ => return End::Shutdown,
-                recv(client_gone) -> _ => return End::ClientGone(session::closed()),
-                default(left) => {}
-            }
-        };
-        if start.gap {
+        if gap {
             let mut gap = Vec::new();
             sse::push_gap(&mut gap);
             if let Err(e) = self.send(&gap) {
@@ -143,7 +142,6 @@ impl Following<'_> {
         }
         let batch_limit = usize::from(self.context.settings.prefetch).max(1);
         let keepalive = self.context.settings.keepalive.unwrap_or(FOREVER);
-        let mut next = start.next;
         let mut last_write = Instant::now();
         loop {
             let mut batch = Vec::new();

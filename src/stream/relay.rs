@@ -11,7 +11,7 @@
 
 use crate::amqp::control::FollowRequest;
 use crate::http::sse;
-use crate::stream::feed::{Feed, Follower, Read};
+use crate::stream::feed::{Feed, Follower, Read, Start};
 use crate::stream::session::{StreamContext, RESUME_WAIT_MAX};
 use amiquip::{
     AmqpProperties, Channel, ConsumerMessage, ConsumerOptions, FieldTable, Publish,
@@ -103,15 +103,7 @@ fn relay(
     };
     keep._consumed = Some(consumer.receiver().clone());
     let deadline = Instant::now() + RESUME_WAIT_MAX + Duration::from_secs(2);
-    let start = loop {
-        match following.start(request.last_event_id.as_deref()) {
-            Some(Ok(start)) => break start,
-            Some(Err(())) => return "the relayed stream ended".into(),
-            None if Instant::now() >= deadline => return "the stream never got ready".into(),
-            None => {}
-        }
-        let _ = following.woken.recv_timeout(Duration::from_millis(50));
-    };
+    let last = request.last_event_id.as_deref();
     let publish = |kind: &str, next: u64, body: &[u8], reply_to: Option<&str>| {
         let mut properties = AmqpProperties::default()
             .with_type_(kind.to_string())
@@ -123,15 +115,26 @@ fn relay(
         message.mandatory = true;
         channel.basic_publish("", message)
     };
+    let (mut next, gap) = match following.wait_start(last, deadline, &context.shutdown) {
+        Some(Start::At { next, gap }) => (next, gap),
+        // The reader's instance takes the queue over instead, and resumes from the broker.
+        Some(Start::Takeover) => {
+            let _ = publish(END, 0, &[], None);
+            return "its reader's last event is not in the feed: it takes the queue over".into();
+        }
+        None => {
+            let _ = publish(END, 0, &[], None);
+            return "the relayed stream ended".into();
+        }
+    };
     let mut first = Vec::new();
-    if start.gap {
+    if gap {
         sse::push_gap(&mut first);
     }
-    if let Err(e) = publish(START, start.next, &first, Some(acks.name())) {
+    if let Err(e) = publish(START, next, &first, Some(acks.name())) {
         return failed(e);
     }
     let batch_limit = usize::from(context.settings.prefetch).max(1);
-    let mut next = start.next;
     // Where each relayed message not yet acknowledged ends, in feed entries.
     let mut in_flight: VecDeque<u64> = VecDeque::new();
     let mut spoke = Instant::now();

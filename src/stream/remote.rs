@@ -138,6 +138,10 @@ fn serve_relayed(
             Ok(ConsumerMessage::Delivery(delivery)) if kind(&delivery) == Some(relay::START) => {
                 break delivery;
             }
+            // The holder cannot place the client's last event: the queue is taken over.
+            Ok(ConsumerMessage::Delivery(delivery)) if kind(&delivery) == Some(relay::END) => {
+                return false;
+            }
             Ok(ConsumerMessage::Delivery(_)) => {}
             _ => return false,
         }

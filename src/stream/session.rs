@@ -76,6 +76,8 @@ pub struct StreamSettings {
     pub prefetch: u16,
     /// What the ack window holds at most.
     pub window: Bounds,
+    /// Bytes of the newest frames a stream keeps for other readers of its queue (`share`).
+    pub shared_bytes: usize,
     /// Whether frames carry `id:` fields.
     pub event_ids: bool,
     pub conflict: Conflict,
@@ -116,18 +118,23 @@ impl std::fmt::Display for End {
 }
 
 /// Serves `client` as the stream of `queue` until the client, the broker or the server ends it.
-pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &StreamContext) {
+pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &StreamContext) {
     let settings = &context.settings;
     let deadline = Instant::now() + TAKEOVER_WAIT;
+    // `share`, but for a reader whose last event only the broker can place (see `feed`).
+    let mut conflict = settings.conflict;
     let mut claim = loop {
-        match context
-            .registry
-            .turn(queue, settings.conflict, TAKEOVER_WAIT)
-        {
+        match context.registry.turn(queue, conflict, TAKEOVER_WAIT) {
             Some(Turn::Hold(claim)) => break claim,
             Some(Turn::Follow(feed)) => {
                 if let Some(following) = feed.follow() {
-                    return follower::serve(client, head, queue, context, following);
+                    let Some(back) = follower::serve(client, head, queue, context, following)
+                    else {
+                        return;
+                    };
+                    (client, head) = back;
+                    conflict = Conflict::Takeover;
+                    continue;
                 }
                 // The stream is ending: its claim goes once its messages are back in the queue.
                 if Instant::now() >= deadline {
@@ -137,7 +144,7 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
                 std::thread::sleep(TAKEOVER_POLL);
             }
             None => {
-                let refusal = match settings.conflict {
+                let refusal = match conflict {
                     Conflict::Reject => Refusal::QueueTaken,
                     Conflict::Share | Conflict::Takeover => Refusal::QueueHeld,
                 };
@@ -145,6 +152,10 @@ pub fn serve(mut client: Client, head: RequestHead, queue: &str, context: &Strea
             }
         }
     };
+    // Only `share` has followers; the others keep no frames for them.
+    if settings.conflict == Conflict::Share {
+        claim.feed.keep(settings.shared_bytes);
+    }
     // A queue that keeps one consumer active lets a second one wait silently: its lock says
     // who holds it (see `amqp::holder`).
     let single_active = queue::single_active(&settings.arguments);
@@ -730,10 +741,7 @@ impl Session<'_> {
         if batch.is_empty() {
             return Ok(());
         }
-        // Only `share` has followers; the others keep no frames for them.
-        if self.context.settings.conflict == Conflict::Share {
-            self.feed.append(&batch, 0..batch.len());
-        }
+        self.feed.append(&batch, 0..batch.len());
         let skip = unsent.checked_sub(1).map_or(0, |last| {
             batch.ends().nth(last).map_or(0, |(_, end, _)| end)
         });
