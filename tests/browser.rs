@@ -548,6 +548,20 @@ fn opens_and_gaps(browser: &mut Browser) -> (u32, u32) {
     (number(browser, "opens"), number(browser, "gaps"))
 }
 
+/// Prints what a tab showed against what it should have: received, missing, duplicated, and
+/// how many times its EventSource opened (`--nocapture` shows it).
+fn report_tab(browser: &mut Browser, what: &str, expected: &[String]) {
+    let shown = browser.events();
+    let unique: std::collections::BTreeSet<&String> = shown.iter().collect();
+    let missing = expected.iter().filter(|m| !unique.contains(m)).count();
+    let (opens, gaps) = opens_and_gaps(browser);
+    eprintln!(
+        "{what}: received {}, missing {missing}, duplicated {}, opens {opens}, gaps {gaps}",
+        shown.len(),
+        shown.len() - unique.len()
+    );
+}
+
 /// Publishes `messages` at about 20 a second.
 fn publish_paced(amqp: &Amqp, queue: &str, messages: &[String]) {
     for m in messages {
@@ -607,6 +621,7 @@ fn two_and_three_tabs_on_one_id_each_show_every_message_once() {
             let first: u32 = shown[0][1..].parse().expect("a numbered message");
             numbered(first, 200)
         };
+        report_tab(&mut browser, &format!("one instance, tab {tab}"), &expected);
         assert_eq!(shown, expected, "tab {tab}: every message once, in order");
         assert!(
             shown.len() >= 100,
@@ -661,6 +676,11 @@ fn a_tab_closed_and_reopened_with_its_last_event_id_catches_up_exactly() {
     wait_for("the reopened tab to catch up", support::WAIT, || {
         browser.events().len() >= 10
     });
+    report_tab(
+        &mut browser,
+        "one instance, tab reopened",
+        &numbered(21, 30),
+    );
     assert_eq!(browser.events(), numbered(21, 30), "exactly what it missed");
     assert_eq!(opens_and_gaps(&mut browser), (1, 0));
     browser.switch(staying);
@@ -773,6 +793,11 @@ fn tabs_split_over_two_instances_each_show_every_message_once() {
     wait_for("the reopened tab to catch up", support::WAIT, || {
         browser.events().len() >= 10
     });
+    report_tab(
+        &mut browser,
+        "two instances, tab 1 reopened",
+        &numbered(101, 110),
+    );
     assert_eq!(
         browser.events(),
         numbered(101, 110),
@@ -784,6 +809,11 @@ fn tabs_split_over_two_instances_each_show_every_message_once() {
         wait_for("the tab's messages", support::WAIT, || {
             browser.events().len() >= 110
         });
+        report_tab(
+            &mut browser,
+            &format!("two instances, tab {tab}"),
+            &numbered(1, 110),
+        );
         assert_eq!(browser.events(), numbered(1, 110), "tab {tab}");
         let (opens, gaps) = opens_and_gaps(&mut browser);
         assert!(opens <= 2, "tab {tab} opened {opens} times");
