@@ -718,7 +718,7 @@ fn a_page_whose_last_event_is_no_longer_held_is_told_of_the_gap() {
     wait_for(
         "the window to release all but the newest",
         Duration::from_secs(10),
-        || amqp.ready(&queue) == 0 && unacked(&queue) == "1",
+        || amqp.ready(&queue) == 0 && support::unacked(&queue) == "1",
     );
     // A page that last saw the first message, long released.
     browser.open(&format!("{page}&lastEventId={oldest}"));
@@ -732,21 +732,6 @@ fn a_page_whose_last_event_is_no_longer_held_is_told_of_the_gap() {
     });
     assert_eq!(browser.events(), ["m10", "m11"]);
     assert_eq!(opens_and_gaps(&mut browser), (1, 1));
-}
-
-fn unacked(queue: &str) -> String {
-    support::rabbitmqctl(&[
-        "list_queues",
-        "name",
-        "messages_unacknowledged",
-        "--no-table-headers",
-    ])
-    .lines()
-    .find_map(|l| {
-        l.strip_prefix(&format!("{queue}\t"))
-            .map(|n| n.trim().to_string())
-    })
-    .unwrap_or_default()
 }
 
 #[test]

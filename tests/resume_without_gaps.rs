@@ -137,21 +137,6 @@ fn a_slow_stream_whose_reader_stops_for_a_minute_then_vanishes() {
     );
 }
 
-fn unacked(queue: &str) -> String {
-    support::rabbitmqctl(&[
-        "list_queues",
-        "name",
-        "messages_unacknowledged",
-        "--no-table-headers",
-    ])
-    .lines()
-    .find_map(|l| {
-        l.strip_prefix(&format!("{queue}\t"))
-            .map(|n| n.trim().to_string())
-    })
-    .unwrap_or_default()
-}
-
 #[test]
 fn a_fresh_page_gets_at_most_the_window_again() {
     // The default window: 4,096 messages, released in whole write batches (at most
@@ -173,7 +158,7 @@ fn a_fresh_page_gets_at_most_the_window_again() {
         "the window to hold its bound",
         Duration::from_secs(10),
         || {
-            unacked(&queue)
+            support::unacked(&queue)
                 .parse()
                 .is_ok_and(|n: usize| held.contains(&n))
         },
@@ -220,7 +205,7 @@ fn a_fresh_page_gets_nothing_older_than_the_age_bound_but_the_newest() {
     wait_for(
         "the held messages to age out",
         Duration::from_secs(10),
-        || unacked(&queue) == "1",
+        || support::unacked(&queue) == "1",
     );
     first.close();
     amqp.publish(&queue, "m11");

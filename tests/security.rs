@@ -297,3 +297,72 @@ fn the_admin_address_keeps_the_operational_documents_off_the_public_one() {
     let stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(stream.status, 200);
 }
+
+#[test]
+fn another_broker_user_cannot_have_a_stream_relayed_to_itself() {
+    // A user that may write to the control exchange (a publisher's, say) and read a queue of
+    // its own, asking an instance to relay a client's stream there.
+    let password = "intruder-password";
+    rabbitmqctl(&["add_user", "intruder", password]);
+    rabbitmqctl(&["set_permissions", "intruder", ".*", ".*", "^amq\\.gen-.*"]);
+    let server = Server::start(&[]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("relayed-to-intruder");
+    amqp.declare(&queue);
+    let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    assert_eq!(stream.status, 200);
+    let url = eventsourced::amqp::BrokerUrl::parse(&format!(
+        "amqp://intruder:{password}@127.0.0.1:{}/",
+        support::broker_port()
+    ))
+    .expect("a broker URL");
+    let dial = eventsourced::amqp::broker::Dial {
+        heartbeat: 60,
+        tls: None,
+    };
+    let tuning = amiquip::ConnectionTuning::default();
+    let mut connection =
+        eventsourced::amqp::broker::connect(&url, &dial, tuning).expect("the intruder connects");
+    let channel = connection.open_channel(None).expect("a channel");
+    let private = channel
+        .queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+        )
+        .expect("its own queue");
+    let consumer = private
+        .consume(amiquip::ConsumerOptions {
+            no_ack: true,
+            ..amiquip::ConsumerOptions::default()
+        })
+        .expect("consume its own queue");
+    eventsourced::amqp::control::ask_follow(
+        &channel,
+        "intruder",
+        Some("intruder"),
+        &queue,
+        private.name(),
+        None,
+    )
+    .expect("publish the request");
+    amqp.publish(&queue, "for the client only");
+    assert_eq!(stream.next_data().as_deref(), Some("for the client only"));
+    assert!(
+        consumer
+            .receiver()
+            .recv_timeout(std::time::Duration::from_millis(1500))
+            .is_err(),
+        "nothing is relayed to another broker user"
+    );
+    server.wait_log("published as another broker user, is ignored");
+    let keep = consumer.receiver().clone();
+    drop(consumer);
+    let _ = channel.close();
+    drop(keep);
+    let _ = connection.close();
+    rabbitmqctl(&["delete_user", "intruder"]);
+}

@@ -101,6 +101,8 @@ pub struct Lease {
     pub channel: Channel,
     pub broker: String,
     pub calls: Arc<Calls>,
+    /// The user the connection logs in as, when known (`BrokerUrl::login_user`).
+    pub user: Option<String>,
 }
 
 /// How long a call to the broker may be in flight, with no other call on the connection
@@ -274,6 +276,7 @@ impl Broker {
         Lease {
             channel,
             broker: node.url.address(),
+            user: node.url.login_user().map(str::to_string),
             calls: Arc::clone(&link.calls),
         }
     }
@@ -384,7 +387,8 @@ impl Broker {
                 },
                 recv(consumer.receiver()) -> message => match message {
                     Ok(ConsumerMessage::Delivery(delivery)) => {
-                        if let Some(request) = control::request(&delivery, &self.instance) {
+                        let user = url.login_user();
+                        if let Some(request) = control::request(&delivery, &self.instance, user) {
                             debug!("another instance asks: {request:?}");
                             (self.on_request)(request);
                         }

@@ -10,7 +10,10 @@
 //!
 //! A message's body is the queue's name; its `app_id` names the instance that asks, which
 //! ignores its own word. A `follow` names its private queue in `reply_to` and the client's last
-//! event, if any, in the header `last-event-id`.
+//! event, if any, in the header `last-event-id`; it carries the broker user it was published
+//! as in `user_id`, which RabbitMQ checks against the publishing connection's. An instance
+//! relays only for its own broker user: another user who may write to the exchange (a
+//! publisher's) must not be able to have any queue's stream relayed to a queue of its own.
 
 use amiquip::{
     AmqpProperties, AmqpValue, Channel, Consumer, ConsumerOptions, Delivery,
@@ -72,6 +75,7 @@ pub fn ask_release(channel: &Channel, instance: &str, queue: &str) -> amiquip::R
 pub fn ask_follow(
     channel: &Channel,
     instance: &str,
+    user: Option<&str>,
     queue: &str,
     reply_to: &str,
     last_event_id: Option<&str>,
@@ -84,11 +88,14 @@ pub fn ask_follow(
             AmqpValue::LongString(last.to_string()),
         );
     }
-    let properties = AmqpProperties::default()
+    let mut properties = AmqpProperties::default()
         .with_app_id(instance.to_string())
         .with_type_(FOLLOW.to_string())
         .with_reply_to(reply_to.to_string())
         .with_headers(headers);
+    if let Some(user) = user {
+        properties = properties.with_user_id(user.to_string());
+    }
     channel.basic_publish(
         EXCHANGE,
         Publish::with_properties(queue.as_bytes(), "", properties),
@@ -113,9 +120,9 @@ pub fn listen(channel: &Channel) -> amiquip::Result<Consumer<'_>> {
     })
 }
 
-/// What another instance asks of this one; `None` for this instance's own word or anything
-/// else.
-pub fn request(delivery: &Delivery, instance: &str) -> Option<Request> {
+/// What another instance asks of this one; `None` for this instance's own word, a `follow`
+/// published as another broker user than `user` (when known), or anything else.
+pub fn request(delivery: &Delivery, instance: &str, user: Option<&str>) -> Option<Request> {
     let properties = &delivery.properties;
     if properties.app_id().as_deref() == Some(instance) {
         return None;
@@ -124,6 +131,12 @@ pub fn request(delivery: &Delivery, instance: &str) -> Option<Request> {
     match properties.type_().as_deref()? {
         RELEASE => Some(Request::Release(queue)),
         FOLLOW => {
+            if user.is_some() && properties.user_id().as_deref() != user {
+                log::warn!(
+                    "a request to relay a stream, published as another broker user, is ignored"
+                );
+                return None;
+            }
             let reply_to = properties.reply_to().clone().filter(|r| !r.is_empty())?;
             let last_event_id = match properties.headers().as_ref()?.get(LAST_EVENT_ID) {
                 Some(AmqpValue::LongString(last)) => Some(last.clone()),

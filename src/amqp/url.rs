@@ -225,6 +225,15 @@ impl BrokerUrl {
             .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
+    /// The user the connection logs in as, when known here: the URL's, or amiquip's `guest`
+    /// without one; `None` with a client certificate (the broker takes the name from it).
+    pub fn login_user(&self) -> Option<&str> {
+        if self.external {
+            return None;
+        }
+        Some(self.credentials().map_or("guest", |(user, _)| user))
+    }
+
     pub fn vhost(&self) -> &str {
         &self.vhost
     }

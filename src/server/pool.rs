@@ -4,7 +4,7 @@
 use crate::http::reception::Request;
 use crate::metrics::{Metrics, OwnedCount};
 use crate::refusal::Refusal;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use log::{error, warn};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -15,6 +15,9 @@ use std::time::Duration;
 pub const WORKER_STACK: usize = 128 * 1024;
 /// A worker with nothing to do for this long ends; the pool grows again on demand.
 const WORKER_IDLE: Duration = Duration::from_secs(60);
+/// How long a request waits, with every worker started, for one that is not busy to be back
+/// waiting for work (it has just ended a stream).
+const RETURNING_WORKER_WAIT: Duration = Duration::from_millis(100);
 /// What a worker does with a request, and how the pool refuses one when every worker is busy.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request);
@@ -49,6 +52,16 @@ impl<H: Handler> Pool<H> {
             Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => r,
         };
         if self.metrics.workers_live.get() >= self.limit as u64 {
+            // A worker whose stream just ended is on its way back to wait for work: this
+            // request is its, not a refusal.
+            let request = if self.metrics.workers_busy.get() < self.metrics.workers_live.get() {
+                match self.jobs.send_timeout(request, RETURNING_WORKER_WAIT) {
+                    Ok(()) => return,
+                    Err(SendTimeoutError::Timeout(r) | SendTimeoutError::Disconnected(r)) => r,
+                }
+            } else {
+                request
+            };
             self.metrics
                 .refusals_busy
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -13,10 +13,10 @@ use crate::memory;
 use crate::refusal::Refusal;
 use crate::stream::feed::{Follower, Read, Start};
 use crate::stream::session::{self, End, StreamContext, FOREVER, RESUME_WAIT_MAX, SETTLE_INTERVAL};
+use crate::stream::unacknowledged::Unacknowledged;
 use crate::sys;
 use crossbeam_channel::{select, Receiver};
 use log::{info, warn};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -73,17 +73,10 @@ pub fn serve(
     drop(head);
     info!(
         "stream {queue:?} opened for {peer}, following the stream that consumes it here{}",
-        last_event_id
-            .as_deref()
-            .map(|id| format!(", resuming after {id:?}"))
-            .unwrap_or_default()
+        session::resuming(last_event_id.as_deref())
     );
     let _open = context.metrics.followers.count();
-    let watch = context
-        .hangups
-        .watch(&client.socket)
-        .map_err(|e| warn!("stream {queue:?}: hang-ups of {peer} go unnoticed until a write: {e}"))
-        .ok();
+    let watch = session::watch_hangups(context, &client, queue);
     let never = crossbeam_channel::never();
     let gone = watch.as_ref().map_or(&never, |w| &w.gone);
     let mut stream = Following {
@@ -92,7 +85,7 @@ pub fn serve(
         context,
         written: 0,
         delivered: 0,
-        unacknowledged: VecDeque::new(),
+        unacknowledged: Unacknowledged::default(),
         quiet_from: Some(Instant::now()),
     };
     let end = stream.run(start, gone);
@@ -115,9 +108,7 @@ struct Following<'a> {
     /// Bytes handed to the kernel since the stream began.
     written: u64,
     delivered: u64,
-    /// Writes the client's TCP has not acknowledged yet: where each ends in the stream, and the
-    /// feed entry after its last frame.
-    unacknowledged: VecDeque<(u64, u64)>,
+    unacknowledged: Unacknowledged,
     /// As a session's: when the newest write went out, until the memory it took is given back.
     quiet_from: Option<Instant>,
 }
@@ -211,7 +202,7 @@ impl Following<'_> {
     fn write(&mut self, bytes: &[u8], frames: usize, after: u64) -> Result<(), End> {
         self.send(bytes).map_err(End::ClientGone)?;
         self.quiet_from = Some(Instant::now());
-        self.unacknowledged.push_back((self.written, after));
+        self.unacknowledged.push(self.written, after);
         self.delivered += frames as u64;
         self.context.metrics.record_deliveries(frames as u64);
         self.acknowledge();
@@ -226,14 +217,7 @@ impl Following<'_> {
         let received = self
             .written
             .saturating_sub(sys::unacknowledged_bytes(&self.client.socket));
-        let mut upto = None;
-        while let Some(&(end, after)) = self.unacknowledged.front() {
-            if end > received {
-                break;
-            }
-            upto = Some(after);
-            self.unacknowledged.pop_front();
-        }
+        let upto = self.unacknowledged.acknowledged(received);
         if let Some(upto) = upto {
             self.following.acknowledge(upto);
         }

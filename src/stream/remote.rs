@@ -12,13 +12,13 @@ use crate::http::sse;
 use crate::http::{Client, RequestHead};
 use crate::stream::relay;
 use crate::stream::session::{self, End, StreamContext, FOREVER, SETTLE_INTERVAL};
+use crate::stream::unacknowledged::Unacknowledged;
 use crate::sys;
 use amiquip::{
     Channel, ConsumerMessage, ConsumerOptions, Delivery, FieldTable, Publish, QueueDeclareOptions,
 };
 use crossbeam_channel::{select, Receiver};
 use log::{debug, info, warn};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,8 @@ pub fn follow(
         .event_ids
         .then(|| head.last_event_id())
         .flatten();
-    let (served, keep) = ask_and_serve(&lease.channel, client, queue, last_event_id, context);
+    let user = lease.user.as_deref();
+    let (served, keep) = ask_and_serve(&lease.channel, user, client, queue, last_event_id, context);
     if let Err(e) = lease.channel.close() {
         debug!("closing the following channel of {queue:?}: {e}");
     }
@@ -65,6 +66,7 @@ type Keep = (
 
 fn ask_and_serve(
     channel: &Channel,
+    user: Option<&str>,
     client: &mut Client,
     queue: &str,
     last_event_id: Option<String>,
@@ -100,6 +102,7 @@ fn ask_and_serve(
     let asked = control::ask_follow(
         channel,
         instance,
+        user,
         queue,
         private.name(),
         last_event_id.as_deref(),
@@ -153,17 +156,10 @@ fn serve_relayed(
     let started = Instant::now();
     info!(
         "stream {queue:?} opened for {peer}, following the stream another instance holds{}",
-        last_event_id
-            .as_deref()
-            .map(|id| format!(", resuming after {id:?}"))
-            .unwrap_or_default()
+        session::resuming(last_event_id.as_deref())
     );
     let _open = context.metrics.followers.count();
-    let watch = context
-        .hangups
-        .watch(&client.socket)
-        .map_err(|e| warn!("stream {queue:?}: hang-ups of {peer} go unnoticed until a write: {e}"))
-        .ok();
+    let watch = session::watch_hangups(context, client, queue);
     let never = crossbeam_channel::never();
     let gone = watch.as_ref().map_or(&never, |w| &w.gone);
     let mut stream = Remote {
@@ -173,7 +169,7 @@ fn serve_relayed(
         context,
         written: 0,
         delivered: 0,
-        unacknowledged: VecDeque::new(),
+        unacknowledged: Unacknowledged::default(),
     };
     let end = stream.run(&start, consumer.receiver(), returned, gone);
     let delivered = stream.delivered;
@@ -203,9 +199,7 @@ struct Remote<'a> {
     context: &'a StreamContext,
     written: u64,
     delivered: u64,
-    /// Writes not yet acknowledged by the client's TCP: where each ends in the stream, and the
-    /// feed entry after its last frame.
-    unacknowledged: VecDeque<(u64, u64)>,
+    unacknowledged: Unacknowledged,
 }
 
 impl Remote<'_> {
@@ -293,7 +287,7 @@ impl Remote<'_> {
             .count() as u64;
         self.delivered += frames;
         self.context.metrics.record_deliveries(frames);
-        self.unacknowledged.push_back((self.written, after));
+        self.unacknowledged.push(self.written, after);
         self.acknowledge()
     }
 
@@ -302,14 +296,7 @@ impl Remote<'_> {
         let received = self
             .written
             .saturating_sub(sys::unacknowledged_bytes(&self.client.socket));
-        let mut upto = None;
-        while let Some(&(end, after)) = self.unacknowledged.front() {
-            if end > received {
-                break;
-            }
-            upto = Some(after);
-            self.unacknowledged.pop_front();
-        }
+        let upto = self.unacknowledged.acknowledged(received);
         let Some(upto) = upto else {
             return Ok(());
         };

@@ -292,17 +292,10 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
     info!(
         "stream {queue:?} opened for {peer} on broker {}{}",
         lease.broker,
-        last_event_id
-            .as_deref()
-            .map(|id| format!(", resuming after {id:?}"))
-            .unwrap_or_default()
+        resuming(last_event_id.as_deref())
     );
     let _open = context.metrics.consumers.count();
-    let watch = context
-        .hangups
-        .watch(&client.socket)
-        .map_err(|e| warn!("stream {queue:?}: hang-ups of {peer} go unnoticed until a write: {e}"))
-        .ok();
+    let watch = watch_hangups(context, &client, queue);
     let never = crossbeam_channel::never();
     let gone = watch.as_ref().map_or(&never, |w| &w.gone);
     let mut session = Session {
@@ -862,6 +855,27 @@ pub(super) fn opening(context: &StreamContext) -> Vec<u8> {
         sse::push_retry(&mut head, retry.round() as u32);
     }
     head
+}
+
+/// `, resuming after "ID"` in a stream's opening line, or nothing.
+pub(super) fn resuming(last_event_id: Option<&str>) -> String {
+    last_event_id
+        .map(|id| format!(", resuming after {id:?}"))
+        .unwrap_or_default()
+}
+
+/// Watches `client`'s socket for a hang-up (`hangup`); `None`, logged, when it cannot.
+pub(super) fn watch_hangups(
+    context: &StreamContext,
+    client: &Client,
+    queue: &str,
+) -> Option<crate::stream::hangup::Watch> {
+    let peer = client.peer;
+    context
+        .hangups
+        .watch(&client.socket)
+        .map_err(|e| warn!("stream {queue:?}: hang-ups of {peer} go unnoticed until a write: {e}"))
+        .ok()
 }
 
 pub(super) fn closed() -> std::io::Error {

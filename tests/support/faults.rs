@@ -31,6 +31,22 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).to_string()
 }
 
+/// How many of `queue`'s messages are delivered and not acked, as the broker lists it.
+pub fn unacked(queue: &str) -> String {
+    rabbitmqctl(&[
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+        "--no-table-headers",
+    ])
+    .lines()
+    .find_map(|l| {
+        l.strip_prefix(&format!("{queue}\t"))
+            .map(|n| n.trim().to_string())
+    })
+    .unwrap_or_default()
+}
+
 /// Local ports of the TCP connections process `pid` has open to the test broker.
 pub fn broker_connection_ports(pid: i32) -> Vec<u16> {
     let inodes: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -34,7 +34,7 @@ pub use client::{
 };
 #[allow(unused_imports)]
 pub use faults::{
-    broker_connection_ports, close_broker_connections_of, rabbitmqctl, OwnBroker, Relay,
+    broker_connection_ports, close_broker_connections_of, rabbitmqctl, unacked, OwnBroker, Relay,
 };
 #[allow(unused_imports)]
 pub use numbered::{assert_exactly_once, assert_none_missing, has_all, numbered};
