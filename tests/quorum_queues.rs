@@ -32,6 +32,10 @@ fn ten_requests_at_once_over_two_instances_make_one_stream_and_one_consumer() {
         let queue = unique("quorum-race");
         let answers = open_at_once(&[a.addr, b.addr], &format!("/?id={queue}"), 10);
         let mut holder = the_one_served(answers, &format!("round {round}"));
+        // The broker's listing may lag the consume by a moment.
+        support::wait_for("the consumer listed", support::WAIT, || {
+            !consumers_of(&queue).is_empty()
+        });
         assert_eq!(consumers_of(&queue), ["true"], "round {round}");
         let published = numbered(1, 20);
         amqp.publish_all(&queue, &published);

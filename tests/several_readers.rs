@@ -335,3 +335,86 @@ fn a_reader_older_than_the_kept_frames_is_served_exactly_by_a_takeover() {
     assert_eq!(data(&behind.next_events(2)), numbered(21, 22));
     server.wait_log("following the stream that consumes it here");
 }
+
+/// A socket to `addr` whose receive buffer is a few kilobytes before it connects, so that a
+/// reader that stops reading is felt after little traffic.
+fn small_window_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::other("the test server listens on IPv4"));
+    };
+    // SAFETY: a new socket, options set with a live int of the size given, connect with a
+    // sockaddr_in built here; the descriptor is owned by the TcpStream from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let bytes: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let connected = libc::connect(
+            fd,
+            (&address as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if connected != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+#[test]
+fn a_follower_that_stops_reading_holds_the_holders_acks_back() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("stalled-follower");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut holder = Stream::open(server.addr, &target, &[]);
+    let stalled = Stream::try_open_with(
+        || small_window_socket(server.addr),
+        server.addr,
+        &target,
+        &[],
+    )
+    .expect("the follower's stream");
+    assert_eq!(stalled.status, 200);
+    server.wait_log("following the stream that consumes it here");
+    let body = "x".repeat(2000);
+    for _ in 0..400 {
+        amqp.publish(&queue, &body);
+    }
+    assert_eq!(holder.next_events(400).len(), 400);
+    // Past the age bound, the holder's own client has everything: only the follower, which
+    // reads nothing, holds the acks back. (Watching that nothing happens takes a while.)
+    std::thread::sleep(Duration::from_millis(2500));
+    let (unacked, _) = counts(&queue);
+    let held: u32 = unacked.parse().expect("a count");
+    assert!(
+        held > 100,
+        "only {held} held for a follower that read nothing"
+    );
+    // It leaves: what it held back is released, but the newest.
+    stalled.reset();
+    wait_for(
+        "the window released once the follower left",
+        Duration::from_secs(10),
+        || counts(&queue).0 == "1",
+    );
+}

@@ -17,7 +17,8 @@ pub const WORKER_STACK: usize = 128 * 1024;
 const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// How long a request waits, with every worker started, for one that is not busy to be back
 /// waiting for work (it has just ended a stream).
-const RETURNING_WORKER_WAIT: Duration = Duration::from_millis(100);
+/// Short: the wait holds up the reception thread, and a worker is back within microseconds.
+const RETURNING_WORKER_WAIT: Duration = Duration::from_millis(20);
 /// What a worker does with a request, and how the pool refuses one when every worker is busy.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request);

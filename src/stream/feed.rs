@@ -174,9 +174,11 @@ impl Feed {
 
     // The holder's side.
 
-    /// Keeps at most `budget` bytes of the newest frames from now on (0: none).
+    /// Keeps at most `budget` bytes of the newest frames from now on, and always the newest
+    /// and those a follower has yet to read; a feed never told to keep keeps none (no follower
+    /// can join it).
     pub fn keep(&self, budget: usize) {
-        self.lock().budget = budget;
+        self.lock().budget = budget.max(1);
     }
 
     /// Receives when a follower leaves or acknowledges more.
@@ -284,8 +286,9 @@ impl Feed {
         let id = state.next_reader;
         state.next_reader += 1;
         let (wake, woken) = crossbeam_channel::bounded(1);
-        // Nothing is acknowledged before it starts; `start` moves it to where it starts.
-        let acknowledged = state.end();
+        // Until `start` places it, nothing the window holds is released, nor trimmed from the
+        // log: its place may be anywhere in it.
+        let acknowledged = state.window_first.min(state.first);
         state.readers.push(Reader {
             id,
             wake,
@@ -319,9 +322,9 @@ impl Follower<'_> {
                 gap: false,
             },
             Some(last) => {
-                // The newest that matches, should an id come twice.
+                // The oldest that matches, should an id come twice (identical messages without
+                // a `message_id`): duplicates, never a gap.
                 let found = (0..state.entries.len())
-                    .rev()
                     .find(|&index| state.id(index).as_deref() == Some(last.as_bytes()));
                 match found {
                     Some(index) => Start::At {
@@ -545,6 +548,47 @@ mod tests {
         // Once the window has released all it held before the log, nothing older is held.
         feed.release(4);
         assert_eq!(follower.start(Some("a")), at(4, true));
+    }
+
+    #[test]
+    fn a_follower_not_placed_yet_holds_releases_and_trimming_back() {
+        let feed = Feed::default();
+        feed.keep(30);
+        append(&feed, &["a", "b"]);
+        feed.ready();
+        let follower = feed.follow().unwrap();
+        assert_eq!(
+            feed.acknowledged_by_followers(),
+            Some(0),
+            "nothing released"
+        );
+        append(&feed, &["c", "d"]);
+        assert_eq!(follower.start(Some("a")), at(1, false), "nothing trimmed");
+    }
+
+    #[test]
+    fn an_id_that_comes_twice_resumes_after_its_oldest() {
+        let feed = kept();
+        append(&feed, &["r", "x", "y", "r", "z"]);
+        feed.ready();
+        let follower = feed.follow().unwrap();
+        assert_eq!(follower.start(Some("r")), at(1, false));
+    }
+
+    #[test]
+    fn a_budget_of_nothing_still_keeps_what_followers_have_yet_to_read() {
+        let feed = Feed::default();
+        feed.keep(0);
+        append(&feed, &["a"]);
+        feed.ready();
+        let follower = feed.follow().unwrap();
+        assert_eq!(follower.start(Some("a")), at(1, false));
+        append(&feed, &["b", "c"]);
+        let mut out = Vec::new();
+        assert_eq!(
+            follower.read(1, 10, &mut out),
+            Read::Frames { frames: 2, next: 3 }
+        );
     }
 
     #[test]

@@ -53,7 +53,15 @@ pub fn run(feed: &Feed, request: &FollowRequest, context: &StreamContext) {
     info!("stream {queue:?} relayed to a reader on another instance");
     let _open = context.metrics.followers.count();
     let mut keep = Keep::default();
-    let end = relay(&lease.channel, &following, request, context, &mut keep);
+    let user = lease.user.as_deref();
+    let end = relay(
+        &lease.channel,
+        user,
+        &following,
+        request,
+        context,
+        &mut keep,
+    );
     info!("relay of {queue:?} to another instance ended: {end}");
     drop(following);
     if let Err(e) = lease.channel.close() {
@@ -72,6 +80,7 @@ struct Keep {
 
 fn relay(
     channel: &Channel,
+    user: Option<&str>,
     following: &Follower<'_>,
     request: &FollowRequest,
     context: &StreamContext,
@@ -108,6 +117,10 @@ fn relay(
         let mut properties = AmqpProperties::default()
             .with_type_(kind.to_string())
             .with_message_id(next.to_string());
+        // Checked by the broker, and by the reader's instance: nobody else speaks for us.
+        if let Some(user) = user {
+            properties = properties.with_user_id(user.to_string());
+        }
         if let Some(reply_to) = reply_to {
             properties = properties.with_reply_to(reply_to.to_string());
         }
@@ -115,6 +128,10 @@ fn relay(
         message.mandatory = true;
         channel.basic_publish("", message)
     };
+    // At once: the reader's instance waits for the stream to be ready while it hears from us.
+    if let Err(e) = publish(KEEPALIVE, 0, &[], None) {
+        return failed(e);
+    }
     let (mut next, gap) = match following.wait_start(last, deadline, &context.shutdown) {
         Some(Start::At { next, gap }) => (next, gap),
         // The reader's instance takes the queue over instead, and resumes from the broker.
@@ -143,6 +160,13 @@ fn relay(
             let _ = publish(END, next, &[], None);
             return "the relayed stream ended".into();
         }
+        // Even while the feed keeps waking it, the reader's instance must hear from it.
+        if spoke.elapsed() >= KEEPALIVE_EVERY {
+            if let Err(e) = publish(KEEPALIVE, next, &[], None) {
+                return failed(e);
+            }
+            spoke = Instant::now();
+        }
         if in_flight.len() < IN_FLIGHT {
             let mut batch = Vec::new();
             match following.read(next, batch_limit, &mut batch) {
@@ -155,7 +179,10 @@ fn relay(
                     spoke = Instant::now();
                     continue;
                 }
-                Read::Ended => continue,
+                Read::Ended => {
+                    let _ = publish(END, next, &[], None);
+                    return "the relayed stream ended".into();
+                }
                 Read::Nothing => {}
             }
         }
@@ -169,6 +196,9 @@ fn relay(
             }
             recv(consumer.receiver()) -> message => match message {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
+                    if user.is_some() && delivery.properties.user_id().as_deref() != user {
+                        continue;
+                    }
                     let acknowledged = std::str::from_utf8(&delivery.body)
                         .ok()
                         .and_then(|n| n.parse::<u64>().ok());

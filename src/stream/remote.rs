@@ -15,7 +15,8 @@ use crate::stream::session::{self, End, StreamContext, FOREVER, SETTLE_INTERVAL}
 use crate::stream::unacknowledged::Unacknowledged;
 use crate::sys;
 use amiquip::{
-    Channel, ConsumerMessage, ConsumerOptions, Delivery, FieldTable, Publish, QueueDeclareOptions,
+    AmqpProperties, Channel, ConsumerMessage, ConsumerOptions, Delivery, FieldTable, Publish,
+    QueueDeclareOptions,
 };
 use crossbeam_channel::{select, Receiver};
 use log::{debug, info, warn};
@@ -25,16 +26,21 @@ use std::time::{Duration, Instant};
 /// How long the holder has to answer: an instance relays at once; a consumer that is not an
 /// eventsourced instance never does (the request then asks it to let go, as `takeover` does).
 const ANSWER_WAIT: Duration = Duration::from_secs(1);
+/// How long a relay that answered may take to start: its stream may be resuming.
+const READY_WAIT: Duration = Duration::from_secs(6);
 /// A relay silent for this long is taken for gone.
 const SILENCE: Duration = Duration::from_secs(5);
 
 /// Serves `client` from the stream that another instance holds for `queue`, when that instance
-/// relays it; `false` (nothing sent to the client) when nobody answered.
+/// relays it; `false` (nothing sent to the client) when nobody answered, or the holder cannot
+/// place the client's last event. With `declare`, the queue is declared and bound first, as on
+/// every request (a refusal for a bad request value is sent then, and is `true`).
 pub fn follow(
     client: &mut Client,
     head: &RequestHead,
     queue: &str,
     context: &StreamContext,
+    declare: bool,
 ) -> bool {
     let lease = match context.broker.open_channel() {
         Ok(lease) => lease,
@@ -43,6 +49,16 @@ pub fn follow(
             return false;
         }
     };
+    if declare {
+        let declared = lease
+            .calls
+            .during(|| session::declare(&lease.channel, queue, head, &context.settings));
+        if let Err(refusal) = declared {
+            let _ = lease.channel.close();
+            context.responder.refuse(client, Some(head), refusal);
+            return true;
+        }
+    }
     let last_event_id = context
         .settings
         .event_ids
@@ -116,6 +132,7 @@ fn ask_and_serve(
             context,
             &consumer,
             &returned,
+            user,
         ),
         Err(e) => failed(e).0,
     };
@@ -125,6 +142,8 @@ fn ask_and_serve(
 }
 
 /// Waits for the relay's first message, then serves the client from it.
+// What `ask_and_serve` set up, passed on as it is: bundling it would only rename it.
+#[allow(clippy::too_many_arguments)]
 fn serve_relayed(
     channel: &Channel,
     client: &mut Client,
@@ -133,11 +152,16 @@ fn serve_relayed(
     context: &StreamContext,
     consumer: &amiquip::Consumer<'_>,
     returned: &Receiver<amiquip::Return>,
+    user: Option<&str>,
 ) -> bool {
-    let deadline = Instant::now() + ANSWER_WAIT;
+    let asked = Instant::now();
+    let mut deadline = asked + ANSWER_WAIT;
+    let ours =
+        |delivery: &Delivery| user.is_none() || delivery.properties.user_id().as_deref() == user;
     let start = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match consumer.receiver().recv_timeout(left) {
+            Ok(ConsumerMessage::Delivery(delivery)) if !ours(&delivery) => {}
             Ok(ConsumerMessage::Delivery(delivery)) if kind(&delivery) == Some(relay::START) => {
                 break delivery;
             }
@@ -145,7 +169,8 @@ fn serve_relayed(
             Ok(ConsumerMessage::Delivery(delivery)) if kind(&delivery) == Some(relay::END) => {
                 return false;
             }
-            Ok(ConsumerMessage::Delivery(_)) => {}
+            // The relay is there, waiting for its stream to be ready (a resume).
+            Ok(ConsumerMessage::Delivery(_)) => deadline = asked + READY_WAIT,
             _ => return false,
         }
     };
@@ -165,6 +190,7 @@ fn serve_relayed(
     let mut stream = Remote {
         client,
         channel,
+        user,
         acks_to,
         context,
         written: 0,
@@ -194,6 +220,9 @@ fn next_of(delivery: &Delivery) -> Option<u64> {
 struct Remote<'a> {
     client: &'a mut Client,
     channel: &'a Channel,
+    /// The broker user of both instances, when known: messages from any other are not the
+    /// relay's (RabbitMQ checks `user_id` against the publisher's login).
+    user: Option<&'a str>,
     /// The relay's queue, for what the client's TCP has acknowledged.
     acks_to: String,
     context: &'a StreamContext,
@@ -203,6 +232,10 @@ struct Remote<'a> {
 }
 
 impl Remote<'_> {
+    fn ours(&self, delivery: &Delivery) -> bool {
+        self.user.is_none() || delivery.properties.user_id().as_deref() == self.user
+    }
+
     fn run(
         &mut self,
         start: &Delivery,
@@ -233,6 +266,7 @@ impl Remote<'_> {
                 .min(SILENCE.saturating_sub(heard.elapsed()));
             select! {
                 recv(relayed) -> message => match message {
+                    Ok(ConsumerMessage::Delivery(delivery)) if !self.ours(&delivery) => {}
                     Ok(ConsumerMessage::Delivery(delivery)) => {
                         heard = Instant::now();
                         match kind(&delivery) {
@@ -301,7 +335,12 @@ impl Remote<'_> {
             return Ok(());
         };
         let body = upto.to_string();
-        let mut message = Publish::new(body.as_bytes(), self.acks_to.clone());
+        let mut properties = AmqpProperties::default();
+        if let Some(user) = self.user {
+            properties = properties.with_user_id(user.to_string());
+        }
+        let mut message =
+            Publish::with_properties(body.as_bytes(), self.acks_to.clone(), properties);
         message.mandatory = true;
         self.channel
             .basic_publish("", message)

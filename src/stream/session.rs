@@ -159,8 +159,8 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
     // A queue that keeps one consumer active lets a second one wait silently: its lock says
     // who holds it (see `amqp::holder`).
     let single_active = queue::single_active(&settings.arguments);
-    let lease = if single_active {
-        hold(queue, context)
+    let mut lease = if single_active {
+        hold(queue, context, conflict)
     } else {
         context.broker.open_channel().map_err(|e| {
             warn!("stream {queue:?}: {e}");
@@ -173,12 +173,23 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
     {
         // Its lock is held on another instance, which relays the stream (`relay`).
         drop(claim);
-        if !remote::follow(&mut client, &head, queue, context) {
-            context
-                .responder
-                .refuse(&mut client, Some(&head), Refusal::QueueHeld);
+        if remote::follow(&mut client, &head, queue, context, true) {
+            return;
         }
-        return;
+        // Nobody relays it, or the holder cannot place the client's last event: asked to let
+        // go, as with `takeover`.
+        claim = match context
+            .registry
+            .turn(queue, Conflict::Takeover, TAKEOVER_WAIT)
+        {
+            Some(Turn::Hold(claim)) => claim,
+            _ => {
+                let refusal = Refusal::QueueHeld;
+                return context.responder.refuse(&mut client, Some(&head), refusal);
+            }
+        };
+        claim.feed.keep(settings.shared_bytes);
+        lease = hold(queue, context, Conflict::Takeover);
     }
     let mut refuse = |refusal: Refusal| context.responder.refuse(&mut client, Some(&head), refusal);
     let lease = match lease {
@@ -210,7 +221,7 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
         // A stream on another instance holds the queue: it relays what it writes (`relay`).
         // Not claimed here meanwhile, so that another request here follows it the same way.
         drop(claim);
-        if remote::follow(&mut client, &head, queue, context) {
+        if remote::follow(&mut client, &head, queue, context, false) {
             drop(lock);
             if let Err(e) = channel.close() {
                 debug!("closing the channel of {queue:?}: {e}");
@@ -417,7 +428,7 @@ fn no_consumer_left(
 /// another instance holds it: `queue.conflict: reject` refuses; `takeover` asks the holder,
 /// through the broker, to let go (again every `ASK_AGAIN`, as a word may be lost with a node),
 /// waits until the queue has no consumer, and tries again, until `TAKEOVER_WAIT` has passed.
-fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
+fn hold(name: &str, context: &StreamContext, conflict: Conflict) -> Result<Lease, Refusal> {
     let unavailable = |e: BrokerError| {
         warn!("stream {name:?}: {e}");
         e.refusal()
@@ -435,7 +446,7 @@ fn hold(name: &str, context: &StreamContext) -> Result<Lease, Refusal> {
                 return Err(Refusal::BrokerFailed);
             }
         }
-        match context.settings.conflict {
+        match conflict {
             Conflict::Reject => return Err(Refusal::QueueTaken),
             // Held on another instance, which relays the stream instead of letting go.
             Conflict::Share => return Err(Refusal::QueueHeld),
@@ -708,7 +719,7 @@ impl Session<'_> {
             // Its last event is held nowhere: what it missed may be lost. It is told so.
             let mut gap = Vec::new();
             sse::push_gap(&mut gap);
-            self.send(&gap).map_err(End::ClientGone)?;
+            self.send(&gap).or_else(|e| self.lose_client(e))?;
             info!("a stream resuming after an event no longer held was told of a gap");
         }
         // One by one: fresh deliveries with lower tags may be among the unsent.
@@ -824,7 +835,7 @@ impl Session<'_> {
     fn keepalive(&mut self) -> Result<(), End> {
         let mut comment = Vec::new();
         sse::push_comment(&mut comment, "keep-alive");
-        self.send(&comment).map_err(End::ClientGone)
+        self.send(&comment).or_else(|e| self.lose_client(e))
     }
 
     /// The one place bytes go to the client: written, counted. Once the client is gone, they
