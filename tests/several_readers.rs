@@ -418,3 +418,26 @@ fn a_follower_that_stops_reading_holds_the_holders_acks_back() {
         || counts(&queue).0 == "1",
     );
 }
+
+#[test]
+fn a_stale_id_beyond_the_kept_frames_is_a_gap_and_takes_nothing_over() {
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_SHARED_BYTES", "200")]).ready();
+    let amqp = Amqp::connect();
+    let queue = unique("stale");
+    amqp.declare(&queue);
+    let target = format!("/?id={queue}");
+    let mut first = Stream::open(server.addr, &target, &[]);
+    amqp.publish_all(&queue, &numbered(1, 20));
+    first.next_events(20);
+    // A reload that names an event from long ago, which the window does not hold.
+    let mut reloaded = Stream::open(server.addr, &target, &[("Last-Event-ID", "from-last-week")]);
+    let gap = reloaded.next_event().expect("an event");
+    assert_eq!(gap.event.as_deref(), Some("gap"));
+    amqp.publish_all(&queue, &numbered(21, 21));
+    assert_eq!(
+        first.next_data().as_deref(),
+        Some("m21"),
+        "the first reader goes on"
+    );
+    assert!(!server.log_text().contains("taken over"));
+}

@@ -81,6 +81,10 @@ struct State {
     budget: usize,
     /// The event id of the newest frame the holder wrote, kept or not.
     newest_id: Vec<u8>,
+    /// A hash of the event id of each delivery the window holds (from `window_first`), kept
+    /// or not: 8 bytes a delivery, so that an event the window does not hold is a gap, not a
+    /// takeover.
+    window_ids: ChunkQueue<u64, ENTRY_CHUNK>,
     /// The holder has written its first batch (a resume's): followers may start.
     ready: bool,
     ended: bool,
@@ -111,6 +115,13 @@ impl State {
         Some(id)
     }
 
+    /// Whether the window holds a delivery with event id `last` older than the log's oldest.
+    fn window_holds_before_log(&self, last: &str) -> bool {
+        let before = usize::try_from(self.first.saturating_sub(self.window_first)).unwrap_or(0);
+        let hashed = id_hash(last.as_bytes());
+        self.window_ids.iter().take(before).any(|&h| h == hashed)
+    }
+
     /// Drops the oldest `count` entries the log keeps.
     fn drop_oldest(&mut self, count: usize) {
         let count = count.min(self.entries.len());
@@ -138,6 +149,14 @@ impl State {
             let _ = reader.wake.try_send(());
         }
     }
+}
+
+/// A 64-bit hash of an event id: a collision costs a takeover, never a message.
+fn id_hash(id: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The log of one queue's holder, shared with its followers.
@@ -194,6 +213,10 @@ impl Feed {
             if let Some(id) = batch.id(index) {
                 state.newest_id.clear();
                 state.newest_id.extend_from_slice(id.as_bytes());
+            }
+            if state.budget > 0 {
+                let hashed = batch.id(index).map_or(0, |id| id_hash(id.as_bytes()));
+                state.window_ids.push_back(hashed);
             }
             let bytes = batch.frame_bytes(index);
             state.bytes_end += bytes.len() as u64;
@@ -258,6 +281,7 @@ impl Feed {
         }
         let mut state = self.lock();
         state.window_first += count as u64;
+        state.window_ids.drop_front(count);
         let gone =
             usize::try_from(state.window_first.saturating_sub(state.first)).unwrap_or(usize::MAX);
         state.drop_oldest(gone);
@@ -335,7 +359,7 @@ impl Follower<'_> {
                         next: state.end(),
                         gap: false,
                     },
-                    None if state.first <= state.window_first => Start::At {
+                    None if !state.window_holds_before_log(last) => Start::At {
                         next: state.first,
                         gap: true,
                     },
@@ -485,16 +509,17 @@ mod tests {
     }
 
     #[test]
-    fn a_feed_that_keeps_nothing_places_only_the_newest_event() {
+    fn a_feed_that_keeps_only_the_newest_sends_older_readers_to_a_takeover() {
         let feed = Feed::default();
+        feed.keep(1);
         append(&feed, &["a", "b"]);
         feed.ready();
         let follower = feed.follow().unwrap();
         // Its last event is the newest written: nothing is missing.
         assert_eq!(follower.start(Some("b")), at(2, false));
-        // Another the window may hold, but the log does not: a takeover can place it.
+        // Another the window holds, but the log does not: a takeover can place it.
         assert_eq!(follower.start(Some("a")), Some(Ok(Start::Takeover)));
-        assert_eq!(follower.start(None), at(2, false));
+        assert_eq!(follower.start(None), at(1, false));
     }
 
     #[test]
@@ -545,9 +570,11 @@ mod tests {
         append(&feed, &["f"]);
         assert_eq!(follower.start(Some("d")), Some(Ok(Start::Takeover)));
         assert_eq!(follower.start(Some("e")), at(5, false));
-        // Once the window has released all it held before the log, nothing older is held.
-        feed.release(4);
+        // An event the window never held, or no longer holds, is a gap, not a takeover.
+        assert_eq!(follower.start(Some("zz")), at(4, true));
+        feed.release(1);
         assert_eq!(follower.start(Some("a")), at(4, true));
+        assert_eq!(follower.start(Some("b")), Some(Ok(Start::Takeover)));
     }
 
     #[test]
