@@ -13,6 +13,7 @@ pub mod relay;
 pub mod remote;
 pub mod resume;
 pub mod session;
+pub mod takeover;
 pub mod unacknowledged;
 pub mod window;
 

@@ -8,8 +8,7 @@
 //! feed for them, acks nothing one of them may not have, and when its own client leaves first,
 //! goes on consuming for them until the last has left.
 
-use crate::amqp::broker::{BrokerError, Calls, Lease};
-use crate::amqp::{control, holder, queue, Broker};
+use crate::amqp::{holder, queue, Broker};
 use crate::http::sse;
 use crate::http::{Client, RequestHead, Responder};
 use crate::memory;
@@ -23,6 +22,7 @@ use crate::stream::pattern::{Binding, RequestParts};
 use crate::stream::registry::{Conflict, Registry, Turn};
 use crate::stream::remote;
 use crate::stream::resume;
+use crate::stream::takeover::{hold, no_consumer_left, TAKEOVER_POLL, TAKEOVER_WAIT};
 use crate::stream::window::{AckWindow, Bounds, Release};
 use crate::sys;
 use amiquip::{Channel, Consumer, ConsumerMessage, ConsumerOptions, FieldTable};
@@ -32,12 +32,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a takeover waits for the old stream to hand its queue back.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(2);
-/// How often a takeover across instances looks whether the holder has let go.
-const TAKEOVER_POLL: Duration = Duration::from_millis(20);
-/// How long a takeover of a locked queue waits before asking the holder again.
-const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// How long a resuming stream gathers its first deliveries, so that redeliveries arriving just
 /// after fresh messages are still sent first; each redelivery extends it by as much, since a
 /// busy broker hands back a long tail slowly.
@@ -381,98 +375,6 @@ pub(super) fn declare(
         .qos(0, settings.qos(), false)
         .map_err(|e| broker("setting the prefetch", e))?;
     Ok(declared)
-}
-
-/// Waits until `name` has no consumer (the holder has handed its messages back), at most until
-/// `deadline`; with `instance`, asks the other instances, through the broker, to let go of it.
-/// The queue is declared to count its consumers (with `arguments`, as every declaration): a
-/// request waiting for a lock may find it not declared yet.
-fn no_consumer_left(
-    channel: &Channel,
-    calls: &Calls,
-    name: &str,
-    arguments: &FieldTable,
-    instance: Option<&str>,
-    deadline: Instant,
-) -> Result<(), Refusal> {
-    let failed = |e: amiquip::Error| {
-        warn!("queue {name:?}: asking for a takeover failed: {e}");
-        Refusal::BrokerFailed
-    };
-    let mut asked: Option<Instant> = None;
-    loop {
-        // Again every `ASK_AGAIN`: the word is not confirmed, and may be lost with a node.
-        if let Some(instance) =
-            instance.filter(|_| asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN))
-        {
-            calls
-                .during(|| control::ask_release(channel, instance, name))
-                .map_err(failed)?;
-            asked = Some(Instant::now());
-        }
-        if calls
-            .during(|| queue::declare(channel, name, arguments))
-            .map_err(failed)?
-            == 0
-        {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Refusal::QueueHeld);
-        }
-        std::thread::sleep(TAKEOVER_POLL);
-    }
-}
-
-/// Takes the lock of `name` (see `amqp::holder`) and returns the channel that holds it. When
-/// another instance holds it: `queue.conflict: reject` refuses; `takeover` asks the holder,
-/// through the broker, to let go (again every `ASK_AGAIN`, as a word may be lost with a node),
-/// waits until the queue has no consumer, and tries again, until `TAKEOVER_WAIT` has passed.
-fn hold(name: &str, context: &StreamContext, conflict: Conflict) -> Result<Lease, Refusal> {
-    let unavailable = |e: BrokerError| {
-        warn!("stream {name:?}: {e}");
-        e.refusal()
-    };
-    let deadline = Instant::now() + TAKEOVER_WAIT;
-    let mut asked: Option<Instant> = None;
-    loop {
-        let lease = context.broker.open_channel().map_err(unavailable)?;
-        match lease.calls.during(|| holder::take(&lease.channel, name)) {
-            Ok(()) => return Ok(lease),
-            // The refusal closed that channel.
-            Err(e) if holder::is_held(&e) => {}
-            Err(e) => {
-                warn!("queue {name:?}: taking its lock failed: {e}");
-                return Err(Refusal::BrokerFailed);
-            }
-        }
-        match conflict {
-            Conflict::Reject => return Err(Refusal::QueueTaken),
-            // Held on another instance, which relays the stream instead of letting go.
-            Conflict::Share => return Err(Refusal::QueueHeld),
-            Conflict::Takeover => {}
-        }
-        if Instant::now() >= deadline {
-            return Err(Refusal::QueueHeld);
-        }
-        // The holder lets go of the lock as its stream ends: wait for that on a channel that
-        // a taken lock does not close.
-        let ask = asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN);
-        if ask {
-            asked = Some(Instant::now());
-        }
-        let lease = context.broker.open_channel().map_err(unavailable)?;
-        let instance = ask.then(|| context.broker.instance());
-        no_consumer_left(
-            &lease.channel,
-            &lease.calls,
-            name,
-            &context.settings.arguments,
-            instance,
-            deadline,
-        )?;
-        std::thread::sleep(TAKEOVER_POLL);
-    }
 }
 
 struct Session<'a> {
