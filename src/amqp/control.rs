@@ -105,6 +105,14 @@ pub fn ask_follow(
 /// Listens on `channel`: a private queue (gone with the connection) bound to the exchange.
 pub fn listen(channel: &Channel) -> amiquip::Result<Consumer<'_>> {
     declare_exchange(channel)?;
+    let (name, consumer) = private_queue(channel)?;
+    channel.queue_bind(name, EXCHANGE, "", FieldTable::default())?;
+    Ok(consumer)
+}
+
+/// A queue of this connection's own (server-named, gone with it), consumed on `channel`
+/// without acks: where another instance's word reaches this one. Its name, and the consumer.
+pub fn private_queue(channel: &Channel) -> amiquip::Result<(String, Consumer<'_>)> {
     let options = QueueDeclareOptions {
         durable: false,
         exclusive: true,
@@ -112,12 +120,13 @@ pub fn listen(channel: &Channel) -> amiquip::Result<Consumer<'_>> {
         arguments: FieldTable::default(),
     };
     let queue = channel.queue_declare("", options)?;
-    channel.queue_bind(queue.name(), EXCHANGE, "", FieldTable::default())?;
-    queue.consume(ConsumerOptions {
+    let name = queue.name().to_string();
+    let consumer = queue.consume(ConsumerOptions {
         no_ack: true,
         exclusive: true,
         ..ConsumerOptions::default()
-    })
+    })?;
+    Ok((name, consumer))
 }
 
 /// What another instance asks of this one; `None` for this instance's own word, a `follow`

@@ -9,14 +9,11 @@
 //! instance's queue (and so its stream) is gone, and the relay ends. It speaks at least every
 //! `KEEPALIVE`, so that the other instance can take its silence for the end of the stream.
 
-use crate::amqp::control::FollowRequest;
+use crate::amqp::control::{self, FollowRequest};
 use crate::http::sse;
 use crate::stream::feed::{Feed, Follower, Read, Start};
 use crate::stream::session::{StreamContext, RESUME_WAIT_MAX};
-use amiquip::{
-    AmqpProperties, Channel, ConsumerMessage, ConsumerOptions, FieldTable, Publish,
-    QueueDeclareOptions,
-};
+use amiquip::{AmqpProperties, Channel, ConsumerMessage, Publish};
 use crossbeam_channel::select;
 use log::{debug, info, warn};
 use std::collections::VecDeque;
@@ -92,22 +89,8 @@ fn relay(
         Err(e) => return failed(e),
     };
     keep._returned = Some(returned.clone());
-    let options = QueueDeclareOptions {
-        durable: false,
-        exclusive: true,
-        auto_delete: true,
-        arguments: FieldTable::default(),
-    };
-    let acks = match channel.queue_declare("", options) {
-        Ok(queue) => queue,
-        Err(e) => return failed(e),
-    };
-    let consumer = match acks.consume(ConsumerOptions {
-        no_ack: true,
-        exclusive: true,
-        ..ConsumerOptions::default()
-    }) {
-        Ok(consumer) => consumer,
+    let (acks, consumer) = match control::private_queue(channel) {
+        Ok(private) => private,
         Err(e) => return failed(e),
     };
     keep._consumed = Some(consumer.receiver().clone());
@@ -148,7 +131,7 @@ fn relay(
     if gap {
         sse::push_gap(&mut first);
     }
-    if let Err(e) = publish(START, next, &first, Some(acks.name())) {
+    if let Err(e) = publish(START, next, &first, Some(&acks)) {
         return failed(e);
     }
     let batch_limit = usize::from(context.settings.prefetch).max(1);

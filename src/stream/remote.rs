@@ -14,10 +14,7 @@ use crate::stream::relay;
 use crate::stream::session::{self, End, StreamContext, FOREVER, SETTLE_INTERVAL};
 use crate::stream::unacknowledged::Unacknowledged;
 use crate::sys;
-use amiquip::{
-    AmqpProperties, Channel, ConsumerMessage, ConsumerOptions, Delivery, FieldTable, Publish,
-    QueueDeclareOptions,
-};
+use amiquip::{AmqpProperties, Channel, ConsumerMessage, Delivery, Publish};
 use crossbeam_channel::{select, Receiver};
 use log::{debug, info, warn};
 use std::sync::atomic::Ordering;
@@ -96,22 +93,8 @@ fn ask_and_serve(
         Ok(returned) => returned,
         Err(e) => return failed(e),
     };
-    let options = QueueDeclareOptions {
-        durable: false,
-        exclusive: true,
-        auto_delete: true,
-        arguments: FieldTable::default(),
-    };
-    let private = match channel.queue_declare("", options) {
+    let (private, consumer) = match control::private_queue(channel) {
         Ok(private) => private,
-        Err(e) => return failed(e),
-    };
-    let consumer = match private.consume(ConsumerOptions {
-        no_ack: true,
-        exclusive: true,
-        ..ConsumerOptions::default()
-    }) {
-        Ok(consumer) => consumer,
         Err(e) => return failed(e),
     };
     let instance = context.broker.instance();
@@ -120,7 +103,7 @@ fn ask_and_serve(
         instance,
         user,
         queue,
-        private.name(),
+        &private,
         last_event_id.as_deref(),
     );
     let served = match asked {
