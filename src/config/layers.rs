@@ -6,7 +6,7 @@
 //! `Value`, YAML has forgotten its lines. Only checked layers are merged.
 
 use super::{Config, ConfigError, Search, SYSTEM_CONFIG};
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 use std::path::{Path, PathBuf};
 
 /// What one file or variable sets: the keys it names, with their checked values.
@@ -20,23 +20,23 @@ pub struct Layer {
 impl Layer {
     /// A file's text as a layer; `None` when it sets nothing (empty, or only comments).
     pub fn from_file(text: &str, source: &str) -> Result<Option<Layer>, ConfigError> {
-        let invalid = |e: serde_yaml::Error| ConfigError::Invalid {
+        let invalid = |e: yaml_serde::Error| ConfigError::Invalid {
             source: source.to_string(),
             message: e.to_string(),
         };
-        let written: Value = serde_yaml::from_str(text).map_err(invalid)?;
+        let written: Value = yaml_serde::from_str(text).map_err(invalid)?;
         if written.is_null() {
             return Ok(None);
         }
         // Checked from the text, not from `written`: only the text still knows its lines.
-        let checked: Config = serde_yaml::from_str(text).map_err(invalid)?;
+        let checked: Config = yaml_serde::from_str(text).map_err(invalid)?;
         Layer::new(source.to_string(), written, &checked).map(Some)
     }
 
     /// What `written` sets, with each value as the checks read it: a header value written `600`
     /// is the text "600", where `written` holds a number.
     fn new(source: String, written: Value, checked: &Config) -> Result<Layer, ConfigError> {
-        let checked = serde_yaml::to_value(checked).map_err(|e| ConfigError::Invalid {
+        let checked = yaml_serde::to_value(checked).map_err(|e| ConfigError::Invalid {
             source: source.clone(),
             message: e.to_string(),
         })?;
@@ -55,7 +55,7 @@ impl Layer {
                 continue;
             };
             let source = format!("environment variable {name}");
-            let invalid = |e: serde_yaml::Error| ConfigError::Invalid {
+            let invalid = |e: yaml_serde::Error| ConfigError::Invalid {
                 source: source.clone(),
                 message: e.to_string(),
             };
@@ -65,7 +65,7 @@ impl Layer {
                     .split(',')
                     .map(|item| Value::String(item.trim().to_string()))
                     .collect(),
-                Reading::Yaml => serde_yaml::from_str(&raw).map_err(invalid)?,
+                Reading::Yaml => yaml_serde::from_str(&raw).map_err(invalid)?,
             };
             // An empty variable sets nothing, as an unset one.
             if value.is_null() {
@@ -76,7 +76,7 @@ impl Layer {
                 Value::from(Mapping::from_iter([(Value::from(part), inner)]))
             });
             let written = Value::from(Mapping::from_iter([(Value::from(key.section), nested)]));
-            let checked: Config = serde_yaml::from_value(written.clone()).map_err(invalid)?;
+            let checked: Config = yaml_serde::from_value(written.clone()).map_err(invalid)?;
             layers.push(Layer::new(source, written, &checked)?);
         }
         Ok(layers)
@@ -128,7 +128,7 @@ pub fn merged(layers: Vec<Layer>) -> Value {
 
 /// The defaults as the merge and the environment see them: the `-c` dump of `Config::default()`.
 pub fn defaults() -> Value {
-    serde_yaml::to_value(Config::default()).expect("the defaults are plain data")
+    yaml_serde::to_value(Config::default()).expect("the defaults are plain data")
 }
 
 fn merge(base: &mut Value, over: Value) {

@@ -353,7 +353,7 @@ impl Config {
     /// The effective configuration as YAML, in the original's layout (`-c`), with broker
     /// passwords and secrets shown as `***`: a dump gets pasted into tickets and chats.
     pub fn to_yaml(&self) -> String {
-        let mut dump = match serde_yaml::to_value(self) {
+        let mut dump = match yaml_serde::to_value(self) {
             Ok(dump) => dump,
             Err(e) => return format!("# cannot print: {e}\n"),
         };
@@ -361,7 +361,7 @@ impl Config {
             .broker
             .node
             .iter()
-            .map(|url| serde_yaml::Value::String(url.to_string()))
+            .map(|url| yaml_serde::Value::String(url.to_string()))
             .collect::<Vec<_>>()
             .into();
         if let Some(auth) = dump.get_mut("auth").and_then(|a| a.as_mapping_mut()) {
@@ -371,13 +371,13 @@ impl Config {
                 }
             }
         }
-        serde_yaml::to_string(&dump).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        yaml_serde::to_string(&dump).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
     /// The effective configuration as YAML with every secret as configured: a config file
     /// (`-c --show-secrets`).
     pub fn to_yaml_with_secrets(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        yaml_serde::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
 
     /// Every layer passed the checks on single values as it was read; what is left is what
@@ -386,7 +386,7 @@ impl Config {
         let sources: Vec<String> = layers.iter().map(|layer| layer.source.clone()).collect();
         let joined = sources.join(", ");
         let mut config: Config =
-            serde_yaml::from_value(layers::merged(layers)).map_err(|e| ConfigError::Invalid {
+            yaml_serde::from_value(layers::merged(layers)).map_err(|e| ConfigError::Invalid {
                 source: joined.clone(),
                 message: e.to_string(),
             })?;
@@ -444,7 +444,7 @@ impl QueueConfig {
 mod tests {
     use super::layers::{self, Reading};
     use super::*;
-    use serde_yaml::Value;
+    use yaml_serde::Value;
 
     fn parse(text: &str) -> Result<Option<Layer>, ConfigError> {
         Layer::from_file(text, "test.yml")
@@ -713,7 +713,7 @@ mod tests {
     #[test]
     fn the_dist_file_sets_exactly_the_defaults() {
         let dist = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yml-dist"));
-        let written: Value = serde_yaml::from_str(dist).unwrap();
+        let written: Value = yaml_serde::from_str(dist).unwrap();
         let defaults = layers::defaults();
         let keys = |value: &Value| -> Vec<(String, String)> {
             let mut keys = Vec::new();
@@ -752,7 +752,7 @@ mod tests {
                 .find(|k| k.section == section && k.key == key)
                 .map(|k| k.reading)
         };
-        let dump: Value = serde_yaml::from_str(&Config::default().to_yaml()).unwrap();
+        let dump: Value = yaml_serde::from_str(&Config::default().to_yaml()).unwrap();
         for (section, values) in dump.as_mapping().unwrap() {
             for (key, value) in values.as_mapping().unwrap() {
                 let (section, key) = (section.as_str().unwrap(), key.as_str().unwrap());

@@ -1,7 +1,7 @@
 //! The checks on single values, and how the configuration's own types read and write themselves.
 //!
 //! Each check runs inside deserialisation, while the YAML scalar is still being read, so that
-//! serde_yaml reports a refusal with the key path and the line of the offending value. The
+//! yaml_serde reports a refusal with the key path and the line of the offending value. The
 //! fields they fill are plain values: nothing downstream checks them again.
 
 use crate::amqp::BrokerUrl;
