@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build run test bench soak fuzz lint static static-aarch64 static-armv7 static-armv6 test-static clean
+.PHONY: all build run test bench soak fuzz lint audit msrv static static-aarch64 static-armv7 static-armv6 test-static clean
 
 all: build
 
@@ -67,6 +67,15 @@ test-static:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+## Cargo.lock against the RustSec advisories copied in vendor/advisory-db (no network) and the
+## bans in deny.toml: fails on a vulnerable or unmaintained crate deny.toml does not excuse.
+audit:
+	scripts/audit
+
+## The declared rust-version builds the project from Cargo.lock (rustup fetches it if missing).
+msrv:
+	scripts/msrv
 
 clean:
 	$(CARGO) clean

@@ -39,7 +39,7 @@ fn main() {
     // The server's own log lines would drown the table.
     std::env::set_var("EVENTSOURCED_QUIET_SERVER", "1");
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
-    let run = |name: &str| only.as_deref().map_or(true, |o| name.contains(o));
+    let run = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let began = Instant::now();
     let mut rows = Vec::new();
     // The cargo release build (glibc), and the static musl build that ships, when it exists.

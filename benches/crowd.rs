@@ -3,8 +3,9 @@
 //! does) when the server goes away. Non-blocking sockets on one mio poll, so that the load
 //! client takes little of the CPU the server is measured on. Every wait is bounded.
 
+use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Poll, PollOpt, Ready, Token};
+use mio::{Events, Interest, Poll, Token};
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -75,12 +76,13 @@ impl Crowd {
         client.in_body = false;
         client.status = 0;
         client.reconnect_at = None;
-        match TcpStream::connect(&self.addr) {
-            Ok(socket) => {
-                let interest = Ready::readable() | Ready::writable();
+        match TcpStream::connect(self.addr) {
+            Ok(mut socket) => {
+                let interest = Interest::READABLE | Interest::WRITABLE;
                 if self
                     .poll
-                    .register(&socket, Token(index), interest, PollOpt::edge())
+                    .registry()
+                    .register(&mut socket, Token(index), interest)
                     .is_ok()
                 {
                     client.socket = Some(socket);
@@ -117,7 +119,7 @@ impl Crowd {
             for event in events.iter() {
                 let Token(index) = event.token();
                 if index < self.clients.len() {
-                    self.serve(index, event.readiness());
+                    self.serve(index, event);
                 }
             }
         }
@@ -134,12 +136,12 @@ impl Crowd {
         }
     }
 
-    fn serve(&mut self, index: usize, ready: Ready) {
+    fn serve(&mut self, index: usize, ready: &Event) {
         let client = &mut self.clients[index];
         let Some(socket) = client.socket.as_mut() else {
             return;
         };
-        if ready.is_writable() && client.unsent {
+        if (ready.is_writable() || ready.is_error()) && client.unsent {
             let mut request = format!(
                 "GET /?id={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
                 client.queue, self.addr
@@ -175,8 +177,8 @@ impl Crowd {
 
     fn ended(&mut self, index: usize) {
         let client = &mut self.clients[index];
-        if let Some(socket) = client.socket.take() {
-            let _ = self.poll.deregister(&socket);
+        if let Some(mut socket) = client.socket.take() {
+            let _ = self.poll.registry().deregister(&mut socket);
         }
         client.ended += 1;
         client.reconnect_at = Some(Instant::now() + client.retry);

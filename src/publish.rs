@@ -118,10 +118,10 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
     };
     let mut properties = AmqpProperties::default().with_delivery_mode(2);
     if let Some(id) = &args.id {
-        properties = properties.with_message_id(id.clone());
+        properties = properties.with_message_id(id.clone().into());
     }
     if let Some(kind) = &args.kind {
-        properties = properties.with_type_(kind.clone());
+        properties = properties.with_type(kind.clone().into());
     }
     let message = Message {
         queue: &args.queue,

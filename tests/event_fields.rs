@@ -40,12 +40,12 @@ fn the_amqp_type_becomes_the_event_name_when_enabled() {
     amqp.publish_with(
         &queue,
         b"up",
-        AmqpProperties::default().with_type_("price".into()),
+        AmqpProperties::default().with_type("price".into()),
     );
     amqp.publish_with(
         &queue,
         b"odd",
-        AmqpProperties::default().with_type_("a\nb".into()),
+        AmqpProperties::default().with_type("a\nb".into()),
     );
     amqp.publish(&queue, "plain");
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
@@ -65,7 +65,7 @@ fn types_stay_out_of_frames_by_default() {
     amqp.publish_with(
         &queue,
         b"up",
-        AmqpProperties::default().with_type_("price".into()),
+        AmqpProperties::default().with_type("price".into()),
     );
     let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(stream.next_event().expect("an event").event, None);

@@ -16,7 +16,10 @@ fn declare_as_the_original(queue: &str) {
     let mut connection = support::amqp_connection();
     let channel = connection.open_channel(None).expect("a channel");
     let mut arguments = FieldTable::default();
-    arguments.insert("x-expires".to_string(), AmqpValue::LongInt(1_800_000));
+    arguments.insert(
+        "x-expires".to_string().into(),
+        AmqpValue::LongInt(1_800_000),
+    );
     let options = QueueDeclareOptions {
         durable: true,
         exclusive: false,

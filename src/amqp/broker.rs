@@ -510,7 +510,8 @@ pub fn connect(
                 .map_err(|e| format!("{}: {e}", url.address()))?;
             Connection::insecure_open_stream(stream, options, tuning)
         } else {
-            let socket = mio::net::TcpStream::from_stream(socket).map_err(|e| e.to_string())?;
+            socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let socket = mio::net::TcpStream::from_std(socket);
             Connection::insecure_open_stream(socket, options, tuning)
         };
         return opened.map_err(|e| url.scrub(&e.to_string()));

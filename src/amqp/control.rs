@@ -62,8 +62,8 @@ fn declare_exchange(channel: &Channel) -> amiquip::Result<()> {
 pub fn ask_release(channel: &Channel, instance: &str, queue: &str) -> amiquip::Result<()> {
     declare_exchange(channel)?;
     let properties = AmqpProperties::default()
-        .with_app_id(instance.to_string())
-        .with_type_(RELEASE.to_string());
+        .with_app_id(instance.to_string().into())
+        .with_type(RELEASE.to_string().into());
     channel.basic_publish(
         EXCHANGE,
         Publish::with_properties(queue.as_bytes(), "", properties),
@@ -84,17 +84,17 @@ pub fn ask_follow(
     let mut headers = FieldTable::default();
     if let Some(last) = last_event_id {
         headers.insert(
-            LAST_EVENT_ID.to_string(),
-            AmqpValue::LongString(last.to_string()),
+            LAST_EVENT_ID.to_string().into(),
+            AmqpValue::LongString(last.to_string().into()),
         );
     }
     let mut properties = AmqpProperties::default()
-        .with_app_id(instance.to_string())
-        .with_type_(FOLLOW.to_string())
-        .with_reply_to(reply_to.to_string())
+        .with_app_id(instance.to_string().into())
+        .with_type(FOLLOW.to_string().into())
+        .with_reply_to(reply_to.to_string().into())
         .with_headers(headers);
     if let Some(user) = user {
-        properties = properties.with_user_id(user.to_string());
+        properties = properties.with_user_id(user.to_string().into());
     }
     channel.basic_publish(
         EXCHANGE,
@@ -133,27 +133,32 @@ pub fn private_queue(channel: &Channel) -> amiquip::Result<(String, Consumer<'_>
 /// published as another broker user than `user` (when known), or anything else.
 pub fn request(delivery: &Delivery, instance: &str, user: Option<&str>) -> Option<Request> {
     let properties = &delivery.properties;
-    if properties.app_id().as_deref() == Some(instance) {
+    if properties.app_id().as_ref().map(|s| s.as_str()) == Some(instance) {
         return None;
     }
     let queue = String::from_utf8(delivery.body.clone()).ok()?;
-    match properties.type_().as_deref()? {
+    match properties.kind().as_ref().map(|s| s.as_str())? {
         RELEASE => Some(Request::Release(queue)),
         FOLLOW => {
-            if user.is_some() && properties.user_id().as_deref() != user {
+            if user.is_some() && properties.user_id().as_ref().map(|s| s.as_str()) != user {
                 log::warn!(
                     "a request to relay a stream, published as another broker user, is ignored"
                 );
                 return None;
             }
-            let reply_to = properties.reply_to().clone().filter(|r| !r.is_empty())?;
-            let last_event_id = match properties.headers().as_ref()?.get(LAST_EVENT_ID) {
-                Some(AmqpValue::LongString(last)) => Some(last.clone()),
+            let reply_to = properties
+                .reply_to()
+                .clone()
+                .filter(|r| !r.as_str().is_empty())?;
+            let last_event_id = match properties.headers().as_ref()?.inner().get(LAST_EVENT_ID) {
+                Some(AmqpValue::LongString(last)) => {
+                    Some(String::from_utf8_lossy(last.as_bytes()).into_owned())
+                }
                 _ => None,
             };
             Some(Request::Follow(FollowRequest {
                 queue,
-                reply_to,
+                reply_to: reply_to.to_string(),
                 last_event_id,
             }))
         }

@@ -30,14 +30,17 @@ pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> Fi
             Argument::Bool(b) => AmqpValue::Boolean(*b),
             Argument::Int(n) => AmqpValue::LongLongInt(*n),
             Argument::Float(f) => AmqpValue::Double(*f),
-            Argument::Text(t) => AmqpValue::LongString(t.clone()),
+            Argument::Text(t) => AmqpValue::LongString(t.clone().into()),
         };
-        table.insert(name.clone(), value);
+        table.insert(name.clone().into(), value);
     }
-    table.insert("x-expires".to_string(), AmqpValue::LongInt(expires_ms));
+    table.insert(
+        "x-expires".to_string().into(),
+        AmqpValue::LongInt(expires_ms),
+    );
     let quorum = matches!(configured.get("x-queue-type"), Some(Argument::Text(t)) if t == "quorum");
     if quorum {
-        table.insert(SINGLE_ACTIVE.to_string(), AmqpValue::Boolean(true));
+        table.insert(SINGLE_ACTIVE.to_string().into(), AmqpValue::Boolean(true));
     }
     table
 }
@@ -45,7 +48,10 @@ pub fn arguments(configured: &BTreeMap<String, Argument>, expires_ms: i32) -> Fi
 /// Whether queues declared with `arguments` keep one consumer active and let others wait
 /// silently: then a stream must hold the queue's lock (`amqp::holder`) before consuming.
 pub fn single_active(arguments: &FieldTable) -> bool {
-    matches!(arguments.get(SINGLE_ACTIVE), Some(AmqpValue::Boolean(true)))
+    matches!(
+        arguments.inner().get(SINGLE_ACTIVE),
+        Some(AmqpValue::Boolean(true))
+    )
 }
 
 /// Declares `queue`; returns how many consumers it has.
@@ -109,8 +115,14 @@ mod tests {
             1000,
         );
         assert!(single_active(&quorum));
-        assert_eq!(quorum.get(SINGLE_ACTIVE), Some(&AmqpValue::Boolean(true)));
-        assert_eq!(quorum.get("x-expires"), Some(&AmqpValue::LongInt(1000)));
+        assert_eq!(
+            quorum.inner().get(SINGLE_ACTIVE),
+            Some(&AmqpValue::Boolean(true))
+        );
+        assert_eq!(
+            quorum.inner().get("x-expires"),
+            Some(&AmqpValue::LongInt(1000))
+        );
     }
 
     #[test]
@@ -133,7 +145,7 @@ mod tests {
         ] {
             let table = arguments(&types, 1000);
             assert!(!single_active(&table));
-            assert_eq!(table.get(SINGLE_ACTIVE), None);
+            assert_eq!(table.inner().get(SINGLE_ACTIVE), None);
         }
     }
 }

@@ -6,8 +6,8 @@
 //! `Value`, YAML has forgotten its lines. Only checked layers are merged.
 
 use super::{Config, ConfigError, Search, SYSTEM_CONFIG};
-use yaml_serde::{Mapping, Value};
 use std::path::{Path, PathBuf};
+use yaml_serde::{Mapping, Value};
 
 /// What one file or variable sets: the keys it names, with their checked values.
 #[derive(Debug)]

@@ -54,7 +54,7 @@ impl Client {
 
     /// Whether an HTTP answer can reach the client: not while a TLS handshake is under way.
     pub fn can_answer(&self) -> bool {
-        self.tls.as_ref().map_or(true, |tls| !tls.is_handshaking())
+        self.tls.as_ref().is_none_or(|tls| !tls.is_handshaking())
     }
 
     /// Reads request bytes without blocking (the socket is non-blocking on the reception

@@ -8,8 +8,8 @@ use crate::http::{Client, Responder};
 use crate::refusal::Refusal;
 use crossbeam_channel::Receiver;
 use log::debug;
-use mio::unix::EventedFd;
-use mio::{Events, Poll, PollOpt, Ready, Registration, SetReadiness, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -29,14 +29,14 @@ pub struct Request {
 #[derive(Clone)]
 pub struct Reception {
     connections: crossbeam_channel::Sender<Client>,
-    ring: SetReadiness,
+    ring: Arc<Waker>,
 }
 
 impl Reception {
     /// Queues `client` for reading; false when reception has ended.
     pub fn admit(&self, client: Client) -> bool {
         let sent = self.connections.send(client).is_ok();
-        let _ = self.ring.set_readiness(Ready::readable());
+        let _ = self.ring.wake();
         sent
     }
 }
@@ -54,20 +54,18 @@ pub fn start(
     responder: Arc<Responder>,
     mut deliver: impl FnMut(Request) + Send + 'static,
 ) -> std::io::Result<Reception> {
-    let poll = Poll::new()?;
-    let (registration, ring) = Registration::new2();
-    poll.register(&registration, WAKE, Ready::readable(), PollOpt::edge())?;
+    let mut poll = Poll::new()?;
+    let ring = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let (connections, arrivals) = crossbeam_channel::unbounded::<Client>();
     std::thread::Builder::new()
         .name("reception".into())
         .stack_size(256 * 1024)
         .spawn(move || {
-            let _keep = registration;
             let limits = Limits {
                 request_timeout,
                 max_pending,
             };
-            run(&poll, &arrivals, limits, &responder, &mut deliver);
+            run(&mut poll, &arrivals, limits, &responder, &mut deliver);
         })?;
     Ok(Reception { connections, ring })
 }
@@ -79,7 +77,7 @@ struct Limits {
 }
 
 fn run(
-    poll: &Poll,
+    poll: &mut Poll,
     arrivals: &Receiver<Client>,
     limits: Limits,
     responder: &Responder,
@@ -113,7 +111,7 @@ fn run(
             };
             match read_more(&mut waiting) {
                 Ok(Some(head)) => {
-                    let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                    deregister(poll, &waiting.client);
                     if waiting.client.socket.set_nonblocking(false).is_ok() {
                         deliver(Request {
                             client: waiting.client,
@@ -125,7 +123,7 @@ fn run(
                     pending.insert(token, waiting);
                 }
                 Err(e) => {
-                    let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                    deregister(poll, &waiting.client);
                     turn_away(waiting.client, &e, responder);
                 }
             }
@@ -147,11 +145,12 @@ fn run(
                     // A TLS handshake writes too; its flights are small, but the socket may
                     // refuse one.
                     let interest = match client.is_tls() {
-                        true => Ready::readable() | Ready::writable(),
-                        false => Ready::readable(),
+                        true => Interest::READABLE | Interest::WRITABLE,
+                        false => Interest::READABLE,
                     };
                     if poll
-                        .register(&EventedFd(&fd), token, interest, PollOpt::edge())
+                        .registry()
+                        .register(&mut SourceFd(&fd), token, interest)
                         .is_err()
                     {
                         continue;
@@ -181,7 +180,7 @@ fn run(
             .collect();
         for token in late {
             if let Some(waiting) = pending.remove(&token) {
-                let _ = poll.deregister(&EventedFd(&waiting.client.socket.as_raw_fd()));
+                deregister(poll, &waiting.client);
                 turn_away(waiting.client, &HttpError::Timeout, responder);
             }
         }
@@ -190,6 +189,12 @@ fn run(
             pending.clear();
         }
     }
+}
+
+fn deregister(poll: &Poll, client: &Client) {
+    let _ = poll
+        .registry()
+        .deregister(&mut SourceFd(&client.socket.as_raw_fd()));
 }
 
 /// Reads what the socket has; the head once complete.

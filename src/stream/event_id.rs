@@ -27,6 +27,7 @@ impl EventId<'_> {
 /// The id of a message with `body` and `properties`.
 pub fn of<'a>(body: &[u8], properties: &'a AmqpProperties) -> EventId<'a> {
     if let Some(id) = properties.message_id() {
+        let id = id.as_str();
         // An id that could not be sent as one SSE field line is derived instead.
         if !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control) {
             return EventId::Given(id);
@@ -39,13 +40,13 @@ pub fn of<'a>(body: &[u8], properties: &'a AmqpProperties) -> EventId<'a> {
     }
     for field in [
         properties.correlation_id(),
-        properties.type_(),
+        properties.kind(),
         properties.app_id(),
     ] {
         match field {
             Some(text) => {
                 hash.write(&[1]);
-                hash.write(text.as_bytes());
+                hash.write(text.as_str().as_bytes());
             }
             None => hash.write(&[0]),
         }
@@ -88,7 +89,7 @@ mod tests {
 
     #[test]
     fn the_publishers_message_id_is_used() {
-        let props = AmqpProperties::default().with_message_id("order-7".to_string());
+        let props = AmqpProperties::default().with_message_id("order-7".to_string().into());
         assert_eq!(of(b"x", &props).as_str(), "order-7");
     }
 
@@ -105,9 +106,9 @@ mod tests {
 
     #[test]
     fn unusable_message_ids_are_replaced() {
-        let props = AmqpProperties::default().with_message_id("a\nid: b".to_string());
+        let props = AmqpProperties::default().with_message_id("a\nid: b".to_string().into());
         assert!(of(b"x", &props).as_str().starts_with('h'));
-        let props = AmqpProperties::default().with_message_id(String::new());
+        let props = AmqpProperties::default().with_message_id(String::new().into());
         assert!(of(b"x", &props).as_str().starts_with('h'));
     }
 }

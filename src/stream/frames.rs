@@ -56,7 +56,7 @@ impl Frames {
             .event_ids
             .then(|| event_id::of(&delivery.body, &delivery.properties));
         let kind = if form.event_types {
-            delivery.properties.type_().as_deref()
+            delivery.properties.kind().as_ref().map(|s| s.as_str())
         } else {
             None
         };

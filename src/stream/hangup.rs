@@ -8,8 +8,8 @@
 use crate::sys;
 use crossbeam_channel::{Receiver, Sender};
 use log::{error, warn};
-use mio::unix::{EventedFd, UnixReady};
-use mio::{Events, Poll, PollOpt, Ready, Token};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token};
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,7 +23,8 @@ struct Watched {
 }
 
 pub struct HangupWatch {
-    poll: Poll,
+    /// The watching thread's epoll set (the thread owns the `Poll` itself).
+    registry: Registry,
     watched: Mutex<HashMap<Token, Watched>>,
     next: AtomicUsize,
 }
@@ -41,8 +42,9 @@ pub struct Watch {
 impl HangupWatch {
     /// Starts the watching thread.
     pub fn start() -> std::io::Result<Arc<HangupWatch>> {
+        let mut poll = Poll::new()?;
         let watch = Arc::new(HangupWatch {
-            poll: Poll::new()?,
+            registry: poll.registry().try_clone()?,
             watched: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
         });
@@ -50,7 +52,7 @@ impl HangupWatch {
         std::thread::Builder::new()
             .name("hangups".into())
             .stack_size(128 * 1024)
-            .spawn(move || running.run())?;
+            .spawn(move || running.run(&mut poll))?;
         Ok(watch)
     }
 
@@ -61,10 +63,10 @@ impl HangupWatch {
         let (gone, on_gone) = crossbeam_channel::bounded(1);
         // In the map before epoll can report it, so that no event finds it missing.
         self.lock().insert(token, Watched { fd, gone });
-        let interest = Ready::readable() | Ready::from(UnixReady::hup() | UnixReady::error());
+        // Readable covers a hang-up and an error too: epoll always reports both.
         if let Err(e) = self
-            .poll
-            .register(&EventedFd(&fd), token, interest, PollOpt::edge())
+            .registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
         {
             self.lock().remove(&token);
             return Err(e);
@@ -77,10 +79,10 @@ impl HangupWatch {
         })
     }
 
-    fn run(&self) {
+    fn run(&self, poll: &mut Poll) {
         let mut events = Events::with_capacity(256);
         loop {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            if let Err(e) = poll.poll(&mut events, None) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     error!("hang-up watch: poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(10));
@@ -112,7 +114,7 @@ impl Drop for Watch {
     fn drop(&mut self) {
         let mut watched = self.owner.lock();
         watched.remove(&self.token);
-        if let Err(e) = self.owner.poll.deregister(&EventedFd(&self.fd)) {
+        if let Err(e) = self.owner.registry.deregister(&mut SourceFd(&self.fd)) {
             warn!("hang-up watch: cannot stop watching a socket: {e}");
         }
     }

@@ -98,14 +98,14 @@ fn relay(
     let last = request.last_event_id.as_deref();
     let publish = |kind: &str, next: u64, body: &[u8], reply_to: Option<&str>| {
         let mut properties = AmqpProperties::default()
-            .with_type_(kind.to_string())
-            .with_message_id(next.to_string());
+            .with_type(kind.to_string().into())
+            .with_message_id(next.to_string().into());
         // Checked by the broker, and by the reader's instance: nobody else speaks for us.
         if let Some(user) = user {
-            properties = properties.with_user_id(user.to_string());
+            properties = properties.with_user_id(user.to_string().into());
         }
         if let Some(reply_to) = reply_to {
-            properties = properties.with_reply_to(reply_to.to_string());
+            properties = properties.with_reply_to(reply_to.to_string().into());
         }
         let mut message = Publish::with_properties(body, request.reply_to.clone(), properties);
         message.mandatory = true;
@@ -179,7 +179,7 @@ fn relay(
             }
             recv(consumer.receiver()) -> message => match message {
                 Ok(ConsumerMessage::Delivery(delivery)) => {
-                    if user.is_some() && delivery.properties.user_id().as_deref() != user {
+                    if user.is_some() && delivery.properties.user_id().as_ref().map(|s| s.as_str()) != user {
                         continue;
                     }
                     let acknowledged = std::str::from_utf8(&delivery.body)

@@ -139,8 +139,9 @@ fn serve_relayed(
 ) -> bool {
     let asked = Instant::now();
     let mut deadline = asked + ANSWER_WAIT;
-    let ours =
-        |delivery: &Delivery| user.is_none() || delivery.properties.user_id().as_deref() == user;
+    let ours = |delivery: &Delivery| {
+        user.is_none() || delivery.properties.user_id().as_ref().map(|s| s.as_str()) == user
+    };
     let start = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match consumer.receiver().recv_timeout(left) {
@@ -174,7 +175,7 @@ fn serve_relayed(
         client,
         channel,
         user,
-        acks_to,
+        acks_to: acks_to.to_string(),
         context,
         written: 0,
         delivered: 0,
@@ -192,12 +193,18 @@ fn serve_relayed(
 }
 
 fn kind(delivery: &Delivery) -> Option<&str> {
-    delivery.properties.type_().as_deref()
+    delivery.properties.kind().as_ref().map(|s| s.as_str())
 }
 
 /// The feed entry after a relayed message's last frame.
 fn next_of(delivery: &Delivery) -> Option<u64> {
-    delivery.properties.message_id().as_deref()?.parse().ok()
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str())?
+        .parse()
+        .ok()
 }
 
 struct Remote<'a> {
@@ -216,7 +223,8 @@ struct Remote<'a> {
 
 impl Remote<'_> {
     fn ours(&self, delivery: &Delivery) -> bool {
-        self.user.is_none() || delivery.properties.user_id().as_deref() == self.user
+        self.user.is_none()
+            || delivery.properties.user_id().as_ref().map(|s| s.as_str()) == self.user
     }
 
     fn run(
@@ -320,7 +328,7 @@ impl Remote<'_> {
         let body = upto.to_string();
         let mut properties = AmqpProperties::default();
         if let Some(user) = self.user {
-            properties = properties.with_user_id(user.to_string());
+            properties = properties.with_user_id(user.to_string().into());
         }
         let mut message =
             Publish::with_properties(body.as_bytes(), self.acks_to.clone(), properties);

@@ -39,7 +39,7 @@ pub(super) fn no_consumer_left(
     loop {
         // Again every `ASK_AGAIN`: the word is not confirmed, and may be lost with a node.
         if let Some(instance) =
-            instance.filter(|_| asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN))
+            instance.filter(|_| asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN))
         {
             calls
                 .during(|| control::ask_release(channel, instance, name))
@@ -97,7 +97,7 @@ pub(super) fn hold(
         }
         // The holder lets go of the lock as its stream ends: wait for that on a channel that
         // a taken lock does not close.
-        let ask = asked.map_or(true, |at| at.elapsed() >= ASK_AGAIN);
+        let ask = asked.is_none_or(|at| at.elapsed() >= ASK_AGAIN);
         if ask {
             asked = Some(Instant::now());
         }

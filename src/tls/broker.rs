@@ -3,7 +3,8 @@
 
 use super::{certificates, private_key, provider, roots, TlsError};
 use crate::sys;
-use mio::{Evented, Poll, PollOpt, Ready, Token};
+use mio::event::Source;
+use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 use std::fmt;
@@ -124,8 +125,9 @@ impl BrokerTls {
         socket
             .set_read_timeout(None)
             .and_then(|()| socket.set_write_timeout(None))
+            .and_then(|()| socket.set_nonblocking(true))
             .map_err(HandshakeError::Io)?;
-        let socket = mio::net::TcpStream::from_stream(socket).map_err(HandshakeError::Io)?;
+        let socket = mio::net::TcpStream::from_std(socket);
         Ok(TlsStream { tls, socket })
     }
 }
@@ -213,29 +215,27 @@ impl Write for TlsStream {
     }
 }
 
-impl Evented for TlsStream {
+impl Source for TlsStream {
     fn register(
-        &self,
-        poll: &Poll,
+        &mut self,
+        registry: &Registry,
         token: Token,
-        interest: Ready,
-        opts: PollOpt,
+        interest: Interest,
     ) -> io::Result<()> {
-        self.socket.register(poll, token, interest, opts)
+        self.socket.register(registry, token, interest)
     }
 
     fn reregister(
-        &self,
-        poll: &Poll,
+        &mut self,
+        registry: &Registry,
         token: Token,
-        interest: Ready,
-        opts: PollOpt,
+        interest: Interest,
     ) -> io::Result<()> {
-        self.socket.reregister(poll, token, interest, opts)
+        self.socket.reregister(registry, token, interest)
     }
 
-    fn deregister(&self, poll: &Poll) -> io::Result<()> {
-        self.socket.deregister(poll)
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket.deregister(registry)
     }
 }
 

@@ -139,7 +139,7 @@ impl AckWindow {
         let newest = self.held.back().map(|h| h.tag);
         let mut previous = newest;
         let increasing = batch.iter().all(|&(tag, _, _)| {
-            let above = previous.map_or(true, |p| tag > p);
+            let above = previous.is_none_or(|p| tag > p);
             previous = Some(tag);
             above
         });
@@ -199,7 +199,7 @@ impl AckWindow {
             };
             self.bytes -= held.bytes();
             if multiple {
-                if newest.map_or(true, |n| held.tag >= n.tag) {
+                if newest.is_none_or(|n| held.tag >= n.tag) {
                     newest = Some(held);
                 }
             } else if held.ack_here() {

@@ -1,5 +1,5 @@
 use crate::io_loop::ChannelHandle;
-use crate::serialize::{IntoAmqpClass, TryFromAmqpClass};
+use crate::serialize::{short, IntoAmqpClass, TryFromAmqpClass};
 use crate::{
     Confirm, Consumer, ConsumerOptions, Delivery, Exchange, ExchangeDeclareOptions, ExchangeType,
     Get, Publish, Queue, QueueDeclareOptions, QueueDeleteOptions, Result, Return,
@@ -142,9 +142,12 @@ impl Channel {
     /// means the settings apply to all consumers on this channel, and `global: false` means the
     /// settings apply only to consumers created on this channel after this call to `qos`, not
     /// affecting previously-created consumers.
+    ///
+    /// `prefetch_size` is not sent (the codec has no field for it): RabbitMQ refuses any value
+    /// but 0 with NOT_IMPLEMENTED, and 0 is what the server assumes.
     pub fn qos(&self, prefetch_size: u32, prefetch_count: u16, global: bool) -> Result<()> {
+        let _ = prefetch_size;
         self.call::<_, QosOk>(AmqpBasic::Qos(Qos {
-            prefetch_size,
             prefetch_count,
             global,
         }))
@@ -165,17 +168,12 @@ impl Channel {
     pub fn basic_publish<S: Into<String>>(&self, exchange: S, publish: Publish) -> Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.call_nowait(AmqpBasic::Publish(AmqpPublish {
-            ticket: 0,
-            exchange: exchange.into(),
-            routing_key: publish.routing_key,
+            exchange: short(exchange),
+            routing_key: short(publish.routing_key),
             mandatory: publish.mandatory,
             immediate: publish.immediate,
         }))?;
-        inner.send_content(
-            publish.body,
-            AmqpPublish::get_class_id(),
-            &publish.properties,
-        )
+        inner.send_content(publish.body, 60, &publish.properties)
     }
 
     /// Open a crossbeam channel to receive publisher confirmations from the server.
@@ -251,7 +249,7 @@ impl Channel {
         let ok = self.call::<_, QueueDeclareOk>(declare)?;
         Ok(Queue::new(
             self,
-            ok.queue,
+            ok.queue.into(),
             Some(ok.message_count),
             Some(ok.consumer_count),
         ))
@@ -290,13 +288,13 @@ impl Channel {
             durable: false,
             exclusive: false,
             auto_delete: false,
-            arguments: FieldTable::new(),
+            arguments: FieldTable::default(),
         };
         let declare = AmqpQueue::Declare(options.into_declare(queue.into(), true, false));
         let ok = self.call::<_, QueueDeclareOk>(declare)?;
         Ok(Queue::new(
             self,
-            ok.queue,
+            ok.queue.into(),
             Some(ok.message_count),
             Some(ok.consumer_count),
         ))
@@ -314,8 +312,7 @@ impl Channel {
     /// to you on demand instead of polling with `get`.
     pub fn basic_get<S: Into<String>>(&self, queue: S, no_ack: bool) -> Result<Option<Get>> {
         self.inner.borrow_mut().get(AmqpGet {
-            ticket: 0,
-            queue: queue.into(),
+            queue: short(queue),
             no_ack,
         })
     }
@@ -334,9 +331,8 @@ impl Channel {
         // 2. The I/O loop allocates the channel to send deliveries when it
         //    receives consume-ok.
         let (tag, rx) = self.inner.borrow_mut().consume(Consume {
-            ticket: 0,
-            queue: queue.into(),
-            consumer_tag: String::new(),
+            queue: short(queue),
+            consumer_tag: short(""),
             no_local: options.no_local,
             no_ack: options.no_ack,
             exclusive: options.exclusive,
@@ -360,10 +356,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpQueue::Bind(QueueBind {
-            ticket: 0,
-            queue: queue.into(),
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
+            queue: short(queue),
+            exchange: short(exchange),
+            routing_key: short(routing_key),
             nowait: false,
             arguments,
         });
@@ -384,10 +379,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpQueue::Bind(QueueBind {
-            ticket: 0,
-            queue: queue.into(),
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
+            queue: short(queue),
+            exchange: short(exchange),
+            routing_key: short(routing_key),
             nowait: true,
             arguments,
         });
@@ -408,10 +402,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpQueue::Unbind(QueueUnbind {
-            ticket: 0,
-            queue: queue.into(),
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
+            queue: short(queue),
+            exchange: short(exchange),
+            routing_key: short(routing_key),
             arguments,
         });
         self.call::<_, QueueUnbindOk>(unbind).map(|_| ())
@@ -425,8 +418,7 @@ impl Channel {
     /// [`Queue::purge`](struct.Queue.html#method.purge) to avoid this.
     pub fn queue_purge<S: Into<String>>(&self, queue: S) -> Result<u32> {
         let purge = AmqpQueue::Purge(QueuePurge {
-            ticket: 0,
-            queue: queue.into(),
+            queue: short(queue),
             nowait: false,
         });
         self.call::<_, QueuePurgeOk>(purge)
@@ -440,8 +432,7 @@ impl Channel {
     /// [`Queue::purge_nowait`](struct.Queue.html#method.purge_nowait) to avoid this.
     pub fn queue_purge_nowait<S: Into<String>>(&self, queue: S) -> Result<()> {
         let purge = AmqpQueue::Purge(QueuePurge {
-            ticket: 0,
-            queue: queue.into(),
+            queue: short(queue),
             nowait: true,
         });
         self.call_nowait(purge)
@@ -522,7 +513,7 @@ impl Channel {
             durable: false,
             auto_delete: false,
             internal: false,
-            arguments: FieldTable::new(),
+            arguments: FieldTable::default(),
         };
         let declare =
             AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), true, false));
@@ -548,10 +539,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpExchange::Bind(ExchangeBind {
-            ticket: 0,
-            destination: destination.into(),
-            source: source.into(),
-            routing_key: routing_key.into(),
+            destination: short(destination),
+            source: short(source),
+            routing_key: short(routing_key),
             nowait: false,
             arguments,
         });
@@ -576,10 +566,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpExchange::Bind(ExchangeBind {
-            ticket: 0,
-            destination: destination.into(),
-            source: source.into(),
-            routing_key: routing_key.into(),
+            destination: short(destination),
+            source: short(source),
+            routing_key: short(routing_key),
             nowait: true,
             arguments,
         });
@@ -604,10 +593,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpExchange::Unbind(ExchangeUnbind {
-            ticket: 0,
-            destination: destination.into(),
-            source: source.into(),
-            routing_key: routing_key.into(),
+            destination: short(destination),
+            source: short(source),
+            routing_key: short(routing_key),
             nowait: false,
             arguments,
         });
@@ -634,10 +622,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpExchange::Unbind(ExchangeUnbind {
-            ticket: 0,
-            destination: destination.into(),
-            source: source.into(),
-            routing_key: routing_key.into(),
+            destination: short(destination),
+            source: short(source),
+            routing_key: short(routing_key),
             nowait: true,
             arguments,
         });
@@ -652,8 +639,7 @@ impl Channel {
     /// `if_unused` was true and it has queue bindings), it will close this channel.
     pub fn exchange_delete<S: Into<String>>(&self, exchange: S, if_unused: bool) -> Result<()> {
         let delete = AmqpExchange::Delete(ExchangeDelete {
-            ticket: 0,
-            exchange: exchange.into(),
+            exchange: short(exchange),
             if_unused,
             nowait: false,
         });
@@ -672,8 +658,7 @@ impl Channel {
         if_unused: bool,
     ) -> Result<()> {
         let delete = AmqpExchange::Delete(ExchangeDelete {
-            ticket: 0,
-            exchange: exchange.into(),
+            exchange: short(exchange),
             if_unused,
             nowait: true,
         });
@@ -736,7 +721,7 @@ impl Channel {
         // to not supproting nowait consume - we want the cancel-ok to clean
         // up channels in the I/O loop.
         self.call::<_, CancelOk>(AmqpBasic::Cancel(Cancel {
-            consumer_tag: consumer.consumer_tag().to_string(),
+            consumer_tag: short(consumer.consumer_tag()),
             nowait: false,
         }))
         .map(|_ok| ())

@@ -2,7 +2,7 @@ use crate::errors::*;
 use crate::Sasl;
 use amq_protocol::protocol::connection::{Open, Start, StartOk, Tune, TuneOk};
 use amq_protocol::protocol::constants::FRAME_MIN_SIZE;
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use std::time::Duration;
 
 /// Options that control the overall AMQP connection.
@@ -127,62 +127,58 @@ impl<Auth: Sasl> ConnectionOptions<Auth> {
 
     pub(crate) fn make_start_ok(&self, start: Start) -> Result<(StartOk, FieldTable)> {
         // helper to search space-separated strings (mechanisms and locales)
-        fn server_supports(server: &str, client: &str) -> bool {
-            server.split(' ').any(|s| s == client)
+        fn server_supports(server: &LongString, client: &str) -> bool {
+            server
+                .as_bytes()
+                .split(|&b| b == b' ')
+                .any(|s| s == client.as_bytes())
         }
 
         // ensure our requested auth mechanism and locale are available
         let mechanism = self.auth.mechanism();
         if !server_supports(&start.mechanisms, &mechanism) {
             return UnsupportedAuthMechanismSnafu {
-                available: start.mechanisms,
+                available: start.mechanisms.to_string(),
                 requested: mechanism,
             }
             .fail();
         }
         if !server_supports(&start.locales, &self.locale) {
             return UnsupportedLocaleSnafu {
-                available: start.locales,
+                available: start.locales.to_string(),
                 requested: self.locale.clone(),
             }
             .fail();
         }
 
         // bundle up info about this crate as client properties
-        let mut client_properties = FieldTable::new();
+        let mut client_properties = FieldTable::default();
         let mut set_prop = |k: &str, v: String| {
-            client_properties.insert(k.to_string(), AMQPValue::LongString(v));
+            client_properties.insert(k.to_string().into(), AMQPValue::LongString(v.into()));
         };
-        set_prop("product", crate::built_info::PKG_NAME.to_string());
-        set_prop("version", crate::built_info::PKG_VERSION.to_string());
-        set_prop(
-            "platform",
-            format!(
-                "{} / {}",
-                crate::built_info::CFG_OS,
-                crate::built_info::RUSTC_VERSION
-            ),
-        );
+        set_prop("product", env!("CARGO_PKG_NAME").to_string());
+        set_prop("version", env!("CARGO_PKG_VERSION").to_string());
+        set_prop("platform", format!("{} / Rust", std::env::consts::OS));
         if let Some(information) = &self.information {
             set_prop("information", information.to_string());
         }
-        let mut capabilities = FieldTable::new();
+        let mut capabilities = FieldTable::default();
         let mut set_cap = |k: &str| {
-            capabilities.insert(k.to_string(), AMQPValue::Boolean(true));
+            capabilities.insert(k.to_string().into(), AMQPValue::Boolean(true));
         };
         set_cap("consumer_cancel_notify");
         set_cap("connection.blocked");
         client_properties.insert(
-            "capabilities".to_string(),
+            "capabilities".to_string().into(),
             AMQPValue::FieldTable(capabilities),
         );
 
         Ok((
             StartOk {
                 client_properties,
-                mechanism,
-                response: self.auth.response(),
-                locale: self.locale.clone(),
+                mechanism: mechanism.into(),
+                response: self.auth.response().into(),
+                locale: self.locale.clone().into(),
             },
             start.server_properties,
         ))
@@ -229,9 +225,7 @@ impl<Auth: Sasl> ConnectionOptions<Auth> {
 
     pub(crate) fn make_open(&self) -> Open {
         Open {
-            virtual_host: self.virtual_host.clone(),
-            capabilities: "".to_string(), // reserved
-            insist: false,                // reserved
+            virtual_host: self.virtual_host.clone().into(),
         }
     }
 }
@@ -285,9 +279,9 @@ mod tests {
         let start = Start {
             version_major: 0,
             version_minor: 9,
-            server_properties: FieldTable::new(),
-            mechanisms: server_mechanisms.to_string(),
-            locales: options.locale.clone(),
+            server_properties: FieldTable::default(),
+            mechanisms: server_mechanisms.to_string().into(),
+            locales: options.locale.clone().into(),
         };
 
         let res = options.make_start_ok(start);
@@ -307,9 +301,9 @@ mod tests {
         let start = Start {
             version_major: 0,
             version_minor: 9,
-            server_properties: FieldTable::new(),
-            mechanisms: options.auth.mechanism(),
-            locales: server_locales.to_string(),
+            server_properties: FieldTable::default(),
+            mechanisms: options.auth.mechanism().into(),
+            locales: server_locales.to_string().into(),
         };
 
         let res = options.make_start_ok(start);

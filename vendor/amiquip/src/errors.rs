@@ -1,7 +1,6 @@
 use snafu::Snafu;
 //use std::sync::Arc;
 use std::{io, result};
-use url::Url;
 
 /// A type alias for handling errors throughout amiquip.
 pub type Result<T, E = Error> = result::Result<T, E>;
@@ -10,23 +9,6 @@ pub type Result<T, E = Error> = result::Result<T, E>;
 #[derive(Snafu, Debug)]
 #[snafu(visibility(pub(crate)))]
 pub enum Error {
-    /// URL parsing failed.
-    #[snafu(display("could not parse url: {}", source))]
-    UrlParseError { source: url::ParseError },
-
-    /// A TLS connection was requested (e.g., via URL), but the amiquip was built without TLS
-    /// support.
-    #[snafu(display("amiquip built without TLS support"))]
-    TlsFeatureNotEnabled,
-
-    /// An insecure URL was supplied to [`Connection::open`](struct.Connection.html#method.open),
-    /// which only allows `amqps://...` URLs.
-    #[snafu(display(
-        "insecure URL passed to method that only allows secure connections: {}",
-        url
-    ))]
-    InsecureUrl { url: Url },
-
     /// The underlying socket was closed.
     #[snafu(display("underlying socket closed unexpectedly"))]
     UnexpectedSocketClose,
@@ -43,71 +25,6 @@ pub enum Error {
     #[snafu(display("received malformed data - expected AMQP frame"))]
     MalformedFrame,
 
-    /// Failed to resolve a URL into an IP address (or addresses).
-    #[snafu(display("URL did not resolve to an IP address: {}", url))]
-    UrlNoSocketAddrs { url: Url },
-
-    /// Error resolving a URL into an IP address (or addresses).
-    #[snafu(display("failed to resolve IP address of {}: {}", url, source))]
-    ResolveUrlToSocketAddr { url: Url, source: io::Error },
-
-    /// Failed to open TCP connection.
-    #[snafu(display("failed to connect to {}: {}", url, source))]
-    FailedToConnect { url: Url, source: io::Error },
-
-    /// Failed to set the port on a URL.
-    #[snafu(display("cannot specify port for URL {}", url))]
-    SpecifyUrlPort { url: Url },
-
-    /// Invalid scheme for URL.
-    #[snafu(display("invalid scheme for URL {}: expected `amqp` or `amqps`", url))]
-    InvalidUrlScheme { url: Url },
-
-    /// URL is missing domain.
-    #[snafu(display("invalid URL (missing domain): {}", url))]
-    UrlMissingDomain { url: Url },
-
-    /// URL contains extra path segments.
-    #[snafu(display("URL contains extraneous path segments: {}", url))]
-    ExtraUrlPathSegments { url: Url },
-
-    /// Could not parse heartbeat parameter of URL.
-    #[snafu(display("could not parse heartbeat parameter of URL {}: {}", url, source))]
-    UrlParseHeartbeat {
-        url: Url,
-        source: std::num::ParseIntError,
-    },
-
-    /// Could not parse channel_max parameter of URL.
-    #[snafu(display("could not parse channel_max parameter of URL {}: {}", url, source))]
-    UrlParseChannelMax {
-        url: Url,
-        source: std::num::ParseIntError,
-    },
-
-    /// Could not parse connection_timeout parameter of URL.
-    #[snafu(display(
-        "could not parse connection_timeout parameter of URL {}: {}",
-        url,
-        source
-    ))]
-    UrlParseConnectionTimeout {
-        url: Url,
-        source: std::num::ParseIntError,
-    },
-
-    /// Invalid auth mechanism requested in URL.
-    #[snafu(display(
-        "invalid auth mechanism for URL {}: {} (expected `external`)",
-        url,
-        mechanism
-    ))]
-    UrlInvalidAuthMechanism { url: Url, mechanism: String },
-
-    /// Unsupported URL parameter.
-    #[snafu(display("unsupported parameter in URL {}: {}", url, parameter))]
-    UrlUnsupportedParameter { url: Url, parameter: String },
-
     /// Could not create mio Poll handle.
     #[snafu(display("failed to create polling handle: {}", source))]
     CreatePollHandle { source: io::Error },
@@ -123,16 +40,6 @@ pub enum Error {
     /// Failed to poll mio Poll handle.
     #[snafu(display("failed to poll: {}", source))]
     FailedToPoll { source: io::Error },
-
-    /// The TLS handshake failed.
-    #[cfg(feature = "native-tls")]
-    #[snafu(display("TLS handshake failed: {}", source))]
-    TlsHandshake { source: native_tls::Error },
-
-    /// Error from underlying TLS implementation.
-    #[cfg(feature = "native-tls")]
-    #[snafu(display("could not create TLS connector: {}", source))]
-    CreateTlsConnector { source: native_tls::Error },
 
     /// The server does not support the requested auth mechanism.
     #[snafu(display(

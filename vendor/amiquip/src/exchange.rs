@@ -1,3 +1,4 @@
+use crate::serialize::short;
 use crate::{AmqpProperties, Channel, FieldTable, Result};
 use amq_protocol::protocol::exchange::Declare;
 
@@ -67,10 +68,9 @@ impl ExchangeDeclareOptions {
         nowait: bool,
     ) -> Declare {
         Declare {
-            ticket: 0,
-            exchange: name,
+            exchange: name.into(),
             passive,
-            type_: type_.as_ref().to_string(),
+            kind: short(type_.as_ref()),
             durable: self.durable,
             auto_delete: self.auto_delete,
             internal: self.internal,
@@ -107,7 +107,7 @@ impl<'a> Publish<'a> {
     pub fn new<S: Into<String>>(body: &[u8], routing_key: S) -> Publish {
         Publish {
             body,
-            routing_key: routing_key.into(),
+            routing_key: short(routing_key).to_string(),
             mandatory: false,
             immediate: false,
             properties: AmqpProperties::default(),
@@ -123,7 +123,7 @@ impl<'a> Publish<'a> {
     ) -> Publish {
         Publish {
             body,
-            routing_key: routing_key.into(),
+            routing_key: short(routing_key).to_string(),
             mandatory: false,
             immediate: false,
             properties,

@@ -1,8 +1,5 @@
 use crate::errors::*;
 use amq_protocol::frame::{parse_frame, AMQPFrame};
-use amq_protocol::types::parsing::parse_long_uint;
-use bytes::Buf;
-use input_buffer::{InputBuffer, MIN_READ};
 use log::trace;
 use snafu::ResultExt;
 use std::io;
@@ -52,8 +49,9 @@ impl FrameKind for AmqpFrameKind {
         if buf.len() < Self::AMQP_FRAME_SIZE_POS.end {
             None
         } else {
-            // Parsing a u32 from 4 bytes can't fail; safe to unwrap.
-            let (_, size) = parse_long_uint(&buf[Self::AMQP_FRAME_SIZE_POS]).unwrap();
+            let mut size = [0; 4];
+            size.copy_from_slice(&buf[Self::AMQP_FRAME_SIZE_POS]);
+            let size = u32::from_be_bytes(size);
 
             // actual frame size is the extracted size + 8 bytes (7 byte header and
             // single byte frame-end
@@ -74,16 +72,37 @@ impl FrameKind for AmqpFrameKind {
     }
 }
 
+// Bytes read from the stream at once when nothing says a frame needs more.
+const MIN_READ: usize = 4096;
+
+// A buffer kept at its largest size: `start..end` is what was read and not yet parsed, and
+// reads go to `end..`, so a read never zeroes the memory it is about to fill.
 struct Inner<Kind: FrameKind> {
-    buf: InputBuffer,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
     phantom: PhantomData<Kind>,
 }
 
 impl<Kind: FrameKind> Inner<Kind> {
     fn new() -> Inner<Kind> {
         Inner {
-            buf: InputBuffer::new(),
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
             phantom: PhantomData,
+        }
+    }
+
+    // Room for `reserve` more bytes after `end`, moving the unparsed bytes to the front first.
+    fn make_room(&mut self, reserve: usize) {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < self.end + reserve {
+            self.buf.resize(self.end + reserve, 0);
         }
     }
 
@@ -95,7 +114,7 @@ impl<Kind: FrameKind> Inner<Kind> {
         let mut bytes_read = 0;
 
         loop {
-            let bytes = self.buf.chunk();
+            let bytes = &self.buf[self.start..self.end];
             let frame_size = Kind::parse_size(bytes);
             let mut reserve = MIN_READ;
 
@@ -105,24 +124,31 @@ impl<Kind: FrameKind> Inner<Kind> {
                 if bytes.len() >= frame_size {
                     let frame = Kind::parse_frame(&bytes[..frame_size])?;
                     handler(frame)?;
-                    self.buf.advance(frame_size);
+                    self.start += frame_size;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
                     continue;
                 } else {
                     // not enough data, but we know how much we need; try to read that
                     // much from the stream if it's larger than MIN_READ
-                    reserve = usize::max(MIN_READ, frame_size);
+                    reserve = usize::max(MIN_READ, frame_size - bytes.len());
                 }
             }
 
             // need to read more data from the stream to get to a frame
-            match self.buf.prepare_reserve(reserve).read_from(stream) {
+            self.make_room(reserve);
+            match stream.read(&mut self.buf[self.end..]) {
                 Ok(0) => return UnexpectedSocketCloseSnafu.fail(),
                 Ok(n) => {
                     trace!("read {} bytes", n);
+                    self.end += n;
                     bytes_read += n;
                 }
                 Err(err) => match err.kind() {
                     io::ErrorKind::WouldBlock => return Ok(bytes_read),
+                    io::ErrorKind::Interrupted => continue,
                     _ => return Err(err).context(IoErrorReadingSocketSnafu),
                 },
             }
@@ -134,8 +160,33 @@ impl<Kind: FrameKind> Inner<Kind> {
 mod tests {
     use super::{FrameKind, Inner, Result};
     use crate::errors::*;
-    use mockstream::FailingMockStream;
     use std::io::{self, Cursor, Read};
+
+    // A reader that fails once with the given kind of error, then reads nothing.
+    struct FailingMockStream {
+        kind: io::ErrorKind,
+        failed: bool,
+    }
+
+    impl FailingMockStream {
+        fn new(kind: io::ErrorKind, _: &str, _: usize) -> FailingMockStream {
+            FailingMockStream {
+                kind,
+                failed: false,
+            }
+        }
+    }
+
+    impl Read for FailingMockStream {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            if self.failed {
+                Ok(0)
+            } else {
+                self.failed = true;
+                Err(self.kind.into())
+            }
+        }
+    }
 
     struct FakeFrameKind {}
 
@@ -196,10 +247,12 @@ mod tests {
 
         let mut got = Vec::new();
         let mut buf = make_buffer();
-        let n = buf.read_from(&mut c, |f| {
-            got.push(f);
-            Ok(())
-        }).unwrap();
+        let n = buf
+            .read_from(&mut c, |f| {
+                got.push(f);
+                Ok(())
+            })
+            .unwrap();
 
         assert_eq!(n, 8);
         assert_eq!(got, vec![Vec::from(&frame0[..]), Vec::from(&frame1[..])]);
@@ -244,32 +297,32 @@ mod tests {
 
         let mut got = Vec::new();
         let mut buf = make_buffer();
-        let n = buf.read_from(&mut c, |f| {
-            got.push(f);
-            Ok(())
-        }).unwrap();
+        let n = buf
+            .read_from(&mut c, |f| {
+                got.push(f);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(n, 2);
         assert!(got.is_empty());
 
-        let n = buf.read_from(&mut c, |f| {
-            got.push(f);
-            Ok(())
-        }).unwrap();
+        let n = buf
+            .read_from(&mut c, |f| {
+                got.push(f);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(n, 5);
         assert_eq!(got, vec![b"a\x04aa".to_vec()]);
 
-        let n = buf.read_from(&mut c, |f| {
-            got.push(f);
-            Ok(())
-        }).unwrap();
+        let n = buf
+            .read_from(&mut c, |f| {
+                got.push(f);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(n, 3);
-        assert_eq!(
-            got,
-            vec![
-                b"a\x04aa".to_vec(),
-                b"b\x04bb".to_vec()
-            ]
-        );
+        assert_eq!(got, vec![b"a\x04aa".to_vec(), b"b\x04bb".to_vec()]);
     }
 
     #[test]

@@ -6,19 +6,8 @@
 //! Most errors, however, do result in effectively killing the channel or connection on which they
 //! occur.
 //!
-//! TLS support is enabled by default via the [native-tls](https://crates.io/crates/native-tls)
-//! crate. To enable disable TLS support at build time, disable amiquip's default features:
-//!
-//! ```toml
-//! [dependencies]
-//! amiquip = { version = "0.4", default-features = false }
-//! ```
-//!
-//! If you disable TLS support, the methods `Connection::open`, `Connection::open_tuned`, and
-//! `Connection::open_tls_stream` will no longer be available, as all three only allow secure
-//! connections. The methods `Connection::insecure_open`, `Connection::insecure_open_tuned`, and
-//! `Connection::insecure_open_stream` will still be available, as these methods support
-//! unencrypted connections.
+//! This copy has no TLS of its own: open a connection with `Connection::insecure_open_stream`
+//! on any [`IoStream`](trait.IoStream.html), a TLS session over a socket included.
 //!
 //! # Examples
 //!
@@ -94,9 +83,9 @@
 //! and writes on the socket. Other documentation and code refers to this as the "I/O thread". Each
 //! connection has exactly one I/O thread. The I/O thread uses [mio](https://crates.io/crates/mio)
 //! to drive nonblocking connection. The connection handle and other related handles (particularly
-//! [channels](struct.Channel.html)) communicate with the I/O thread via [mio sync
-//! channels](https://crates.io/crates/mio_extras) (to the I/O thread) and [crossbeam
-//! channels](https://crates.io/crates/crossbeam-channel) (from the I/O thread).
+//! [channels](struct.Channel.html)) communicate with the I/O thread via bounded [crossbeam
+//! channels](https://crates.io/crates/crossbeam-channel) that wake its poll through a
+//! `mio::Waker` (to the I/O thread) and crossbeam channels (from the I/O thread).
 //!
 //! Heartbeats are entirely managed by the I/O thread; if heartbeats are enabled and the I/O thread
 //! fails to receive communication from the server for too long, it will close the connection.
@@ -203,15 +192,6 @@ pub use queue::{Queue, QueueDeclareOptions, QueueDeleteOptions};
 pub use return_::Return;
 pub use stream::IoStream;
 
-#[cfg(feature = "native-tls")]
-pub use stream::TlsConnector;
-
 pub use amq_protocol::protocol::basic::AMQPProperties as AmqpProperties;
 pub use amq_protocol::types::AMQPValue as AmqpValue;
 pub use amq_protocol::types::FieldTable;
-
-#[allow(dead_code)]
-mod built_info {
-    include!(concat!(env!("OUT_DIR"), "/built.rs"));
-}
-

@@ -1,19 +1,21 @@
 use crate::errors::*;
-use amq_protocol::frame::generation::{
-    gen_content_body_frame, gen_content_header_frame, gen_heartbeat_frame, gen_method_frame,
-};
-use amq_protocol::frame::AMQPFrame;
+use amq_protocol::frame::{gen_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::basic::AMQPMethod as AmqpBasic;
-use amq_protocol::protocol::basic::AMQPProperties;
+use amq_protocol::protocol::basic::{gen_properties, AMQPProperties};
 use amq_protocol::protocol::channel::AMQPMethod as AmqpChannel;
 use amq_protocol::protocol::confirm::AMQPMethod as AmqpConfirm;
 use amq_protocol::protocol::connection::AMQPMethod as AmqpConnection;
+use amq_protocol::protocol::constants::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT};
 use amq_protocol::protocol::exchange::AMQPMethod as AmqpExchange;
 use amq_protocol::protocol::queue::AMQPMethod as AmqpQueue;
 use amq_protocol::protocol::AMQPClass;
-use cookie_factory::GenError;
+use cookie_factory::SerializeFn;
 use std::ops::{Index, RangeFrom};
-use std::result::Result as StdResult;
+
+/// A short string of the codec from anything amiquip's API takes as a string.
+pub(crate) fn short<S: Into<String>>(s: S) -> amq_protocol::types::ShortString {
+    amq_protocol::types::ShortString::from(s.into())
+}
 
 pub trait TryFromAmqpClass: Sized {
     fn try_from(class: AMQPClass) -> Result<Self>;
@@ -226,8 +228,8 @@ impl OutputBuffer {
     }
 
     pub fn push_heartbeat(&mut self) {
-        // serializing heartbeat cannot fail; safe to unwrap.
-        serialize(&mut self.0, |buf, pos| gen_heartbeat_frame((buf, pos)))
+        self.0.push(FRAME_HEARTBEAT);
+        self.0.extend_from_slice(&[0, 0, 0, 0, 0, 0, FRAME_END]);
     }
 
     // This can only fail if there is a bug in the serialization library; it is probably
@@ -236,10 +238,8 @@ impl OutputBuffer {
     where
         M: IntoAmqpClass,
     {
-        let class = method.into_class();
-        serialize(&mut self.0, |buf, pos| {
-            gen_method_frame((buf, pos), channel_id, &class)
-        })
+        let frame = AMQPFrame::Method(channel_id, method.into_class());
+        serialize(&mut self.0, gen_frame(&frame))
     }
 
     pub(crate) fn push_content_header(
@@ -249,16 +249,28 @@ impl OutputBuffer {
         length: usize,
         properties: &AMQPProperties,
     ) {
-        let length = length as u64;
-        serialize(&mut self.0, |buf, pos| {
-            gen_content_header_frame((buf, pos), channel_id, class_id, length, properties)
-        })
+        // The frame's head, its size filled in once the properties are written.
+        let start = self.0.len();
+        self.0.push(FRAME_HEADER);
+        self.0.extend_from_slice(&channel_id.to_be_bytes());
+        self.0.extend_from_slice(&[0; 4]);
+        self.0.extend_from_slice(&class_id.to_be_bytes());
+        self.0.extend_from_slice(&0u16.to_be_bytes()); // weight
+        self.0.extend_from_slice(&(length as u64).to_be_bytes());
+        serialize(&mut self.0, gen_properties(properties));
+        set_payload_size(&mut self.0, start);
+        self.0.push(FRAME_END);
     }
 
     pub(crate) fn push_content_body(&mut self, channel_id: u16, content: &[u8]) {
-        serialize(&mut self.0, |buf, pos| {
-            gen_content_body_frame((buf, pos), channel_id, content)
-        })
+        let start = self.0.len();
+        self.0.reserve(8 + content.len());
+        self.0.push(FRAME_BODY);
+        self.0.extend_from_slice(&channel_id.to_be_bytes());
+        self.0.extend_from_slice(&[0; 4]);
+        self.0.extend_from_slice(content);
+        set_payload_size(&mut self.0, start);
+        self.0.push(FRAME_END);
     }
 
     #[inline]
@@ -370,17 +382,79 @@ impl Index<RangeFrom<usize>> for SealableOutputBuffer {
     }
 }
 
-fn serialize<F: Fn(&mut [u8], usize) -> StdResult<(&mut [u8], usize), GenError>>(
-    buf: &mut Vec<u8>,
-    f: F,
-) {
-    let pos = buf.len();
-    loop {
-        let resize_to = match f(buf, pos) {
-            Ok(_) => return,
-            Err(GenError::BufferTooSmall(n)) => n,
-            Err(err) => unreachable!("impossible serialization error: {:?}", err),
+// Appends what `f` writes to `buf`. Writing to a Vec has no error of its own (it grows), and
+// the codec's own errors are for values it cannot write, which amiquip does not build.
+fn serialize<F: SerializeFn<Vec<u8>>>(buf: &mut Vec<u8>, f: F) {
+    let start = buf.len();
+    match f(WriteContext::from(std::mem::take(buf))) {
+        Ok(ctx) => *buf = ctx.into_inner().0,
+        Err(err) => unreachable!(
+            "impossible serialization error at byte {}: {:?}",
+            start, err
+        ),
+    }
+}
+
+// Fills in the payload size of the frame that starts at `start` and runs to the end of `buf`
+// (whose frame-end octet is still to come): the bytes after the 7-byte frame head.
+fn set_payload_size(buf: &mut [u8], start: usize) {
+    let size = (buf.len() - start - 7) as u32;
+    buf[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::frame::parse_frame;
+
+    fn parse(bytes: &[u8]) -> AMQPFrame {
+        let (rest, frame) = parse_frame(bytes).expect("a frame");
+        assert!(rest.is_empty(), "{} bytes left", rest.len());
+        frame
+    }
+
+    #[test]
+    fn content_frames_parse_back_as_written() {
+        let properties = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_message_id("m-1".into());
+        let mut buf = OutputBuffer::empty();
+        buf.push_content_header(7, 60, 5, &properties);
+        let header_len = buf.len();
+        match parse(&buf.0) {
+            AMQPFrame::Header(7, header) => {
+                assert_eq!(header.class_id, 60);
+                assert_eq!(header.body_size, 5);
+                assert_eq!(header.properties, properties);
+            }
+            other => panic!("{:?}", other),
+        }
+        buf.push_content_body(7, b"hello");
+        assert_eq!(
+            parse(&buf.0[header_len..]),
+            AMQPFrame::Body(7, b"hello".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_is_eight_bytes() {
+        let mut buf = OutputBuffer::empty();
+        buf.push_heartbeat();
+        assert_eq!(parse(&buf.0), AMQPFrame::Heartbeat);
+        assert_eq!(buf.len(), 8);
+    }
+
+    #[test]
+    fn a_method_parses_back() {
+        let mut buf = OutputBuffer::empty();
+        let ack = amq_protocol::protocol::basic::Ack {
+            delivery_tag: 42,
+            multiple: true,
         };
-        buf.resize(resize_to, 0);
+        buf.push_method(3, AmqpBasic::Ack(ack.clone()));
+        assert_eq!(
+            parse(&buf.0),
+            AMQPFrame::Method(3, AMQPClass::Basic(AmqpBasic::Ack(ack)))
+        );
     }
 }

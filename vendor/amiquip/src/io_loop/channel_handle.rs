@@ -50,7 +50,7 @@ impl Channel0Handle {
     pub(crate) fn close_connection(&mut self) -> Result<()> {
         let close = ConnectionClose {
             reply_code: u16::from(REPLY_SUCCESS),
-            reply_text: "goodbye".to_string(),
+            reply_text: "goodbye".to_string().into(),
             class_id: 0,
             method_id: 0,
         };
@@ -87,8 +87,7 @@ impl AllocatedChannelHandle {
             frame_max,
         } = self;
         debug!("opening channel {}", handle.channel_id());
-        let out_of_band = String::new();
-        let open = AmqpChannel::Open(ChannelOpen { out_of_band });
+        let open = AmqpChannel::Open(ChannelOpen {});
 
         let open_ok = handle.call::<_, ChannelOpenOk>(open)?;
         trace!("got open-ok: {:?}", open_ok);
@@ -105,7 +104,7 @@ impl ChannelHandle {
     pub(crate) fn close(&mut self) -> Result<()> {
         let close = AmqpChannel::Close(ChannelClose {
             reply_code: 0,
-            reply_text: String::new(),
+            reply_text: String::new().into(),
             class_id: 0,
             method_id: 0,
         });

@@ -128,7 +128,7 @@ impl ConnectionState {
         error!("{} - closing connection", reply_text);
         let close = ConnectionClose {
             reply_code: reply_code.get_id(),
-            reply_text,
+            reply_text: reply_text.into(),
             class_id: 0,
             method_id: 0,
         };
@@ -150,14 +150,16 @@ impl ConnectionState {
 
         match frame {
             // Server-sent heartbeat
-            AMQPFrame::Heartbeat(0) => {
+            AMQPFrame::Heartbeat => {
                 // nothing to do here; IoLoop already updated heartbeat timer when it
                 // received data on the socket
                 debug!("received heartbeat");
             }
             // We never expect to see a protocl header (we send it to begin the connection)
             // or a heartbeat on a non-0 channel.
-            AMQPFrame::ProtocolHeader | AMQPFrame::Heartbeat(_) => return FrameUnexpectedSnafu.fail(),
+            AMQPFrame::ProtocolHeader(_) | AMQPFrame::InvalidHeartbeat(_) => {
+                return FrameUnexpectedSnafu.fail()
+            }
             // Server-initiated connection close.
             AMQPFrame::Method(0, AMQPClass::Connection(AmqpConnection::Close(close))) => {
                 inner.push_method(0, AmqpConnection::CloseOk(ConnectionCloseOk {}));
@@ -166,14 +168,17 @@ impl ConnectionState {
                 let message = close.reply_text.clone();
                 let make_err = || Error::ServerClosedConnection {
                     code: reply_code,
-                    message: message.clone(),
+                    message: message.to_string(),
                 };
                 *self = ConnectionState::ServerClosing(close);
 
                 for (_, mut slot) in inner.chan_slots.drain() {
                     send(&slot.tx, Err(make_err()))?;
                     for (_, tx) in slot.consumers.drain() {
-                        send(&tx, ConsumerMessage::ServerClosedConnection(Box::new(make_err())))?;
+                        send(
+                            &tx,
+                            ConsumerMessage::ServerClosedConnection(Box::new(make_err())),
+                        )?;
                     }
                 }
             }
@@ -198,7 +203,7 @@ impl ConnectionState {
             // Server is blocking publishes due to an alarm on its side (e.g., low mem)
             AMQPFrame::Method(0, AMQPClass::Connection(AmqpConnection::Blocked(blocked))) => {
                 warn!("server has blocked connection; reason = {}", blocked.reason);
-                let note = ConnectionBlockedNotification::Blocked(blocked.reason);
+                let note = ConnectionBlockedNotification::Blocked(blocked.reason.to_string());
                 try_send_blocked(ch0_slot, note);
             }
             // Server has unblocked publishes
@@ -213,7 +218,7 @@ impl ConnectionState {
                 self.client_exception(inner, AMQPHardError::NOTIMPLEMENTED, text)?;
             }
             // Reject content frames on channel 0.
-            AMQPFrame::Header(0, _, _) | AMQPFrame::Body(0, _) => {
+            AMQPFrame::Header(0, _) | AMQPFrame::Body(0, _) => {
                 let text = format!("received illegal channel 0 frame {:?}", frame);
                 self.client_exception(inner, AMQPHardError::NOTALLOWED, text)?;
             }
@@ -224,11 +229,14 @@ impl ConnectionState {
                 let make_err = || Error::ServerClosedChannel {
                     channel_id: n,
                     code: close.reply_code,
-                    message: close.reply_text.clone(),
+                    message: close.reply_text.to_string(),
                 };
                 send(&slot.tx, Err(make_err()))?;
                 for (_, tx) in slot.consumers.drain() {
-                    send(&tx, ConsumerMessage::ServerClosedChannel(Box::new(make_err())))?;
+                    send(
+                        &tx,
+                        ConsumerMessage::ServerClosedChannel(Box::new(make_err())),
+                    )?;
                 }
                 inner.push_method(n, AmqpChannel::CloseOk(ChannelCloseOk {}));
             }
@@ -255,7 +263,7 @@ impl ConnectionState {
             AMQPFrame::Method(n, AMQPClass::Basic(AmqpBasic::ConsumeOk(consume_ok))) => {
                 let consumer_tag = consume_ok.consumer_tag;
                 let slot = slot_get_mut(inner, n)?;
-                match slot.consumers.entry(consumer_tag.clone()) {
+                match slot.consumers.entry(consumer_tag.to_string()) {
                     Entry::Occupied(_) => {
                         return DuplicateConsumerTagSnafu {
                             channel_id: n,
@@ -266,7 +274,10 @@ impl ConnectionState {
                     Entry::Vacant(entry) => {
                         let (tx, rx) = crossbeam_channel::unbounded();
                         entry.insert(tx);
-                        send(&slot.tx, Ok(ChannelMessage::ConsumeOk(consumer_tag, rx)))?;
+                        send(
+                            &slot.tx,
+                            Ok(ChannelMessage::ConsumeOk(consumer_tag.to_string(), rx)),
+                        )?;
                     }
                 }
             }
@@ -274,7 +285,7 @@ impl ConnectionState {
             AMQPFrame::Method(n, AMQPClass::Basic(AmqpBasic::Cancel(cancel))) => {
                 let consumer_tag = cancel.consumer_tag;
                 let slot = slot_get_mut(inner, n)?;
-                if let Some(tx) = slot.consumers.remove(&consumer_tag) {
+                if let Some(tx) = slot.consumers.remove(consumer_tag.as_str()) {
                     send(&tx, ConsumerMessage::ServerCancelled)?;
                 }
                 if !cancel.nowait {
@@ -284,7 +295,7 @@ impl ConnectionState {
             // Server ack for client-initiated consumer cancel.
             AMQPFrame::Method(n, AMQPClass::Basic(AmqpBasic::CancelOk(cancel_ok))) => {
                 let slot = slot_get_mut(inner, n)?;
-                let consumer = slot.consumers.remove(&cancel_ok.consumer_tag);
+                let consumer = slot.consumers.remove(cancel_ok.consumer_tag.as_str());
                 send(
                     &slot.tx,
                     Ok(ChannelMessage::Method(AMQPClass::Basic(
@@ -390,18 +401,17 @@ impl ConnectionState {
                 self.client_exception(inner, AMQPHardError::NOTALLOWED, text)?;
             }
             // Server sending content header as part of a deliver.
-            AMQPFrame::Header(n, _, header) => {
+            AMQPFrame::Header(n, header) => {
                 let slot = slot_get_mut(inner, n)?;
-                if let Some(collected) = slot.collector.collect_header(*header)? {
+                if let Some(collected) = slot.collector.collect_header(header)? {
                     match collected {
                         CollectorResult::Delivery((consumer_tag, delivery)) => {
-                            let tx =
-                                slot.consumers
-                                    .get(&consumer_tag)
-                                    .context(UnknownConsumerTagSnafu {
-                                        channel_id: n,
-                                        consumer_tag,
-                                    })?;
+                            let tx = slot.consumers.get(&consumer_tag).context(
+                                UnknownConsumerTagSnafu {
+                                    channel_id: n,
+                                    consumer_tag,
+                                },
+                            )?;
                             send(tx, ConsumerMessage::Delivery(Box::new(delivery)))?;
                         }
                         CollectorResult::Return(return_) => {
@@ -419,13 +429,12 @@ impl ConnectionState {
                 if let Some(collected) = slot.collector.collect_body(body)? {
                     match collected {
                         CollectorResult::Delivery((consumer_tag, delivery)) => {
-                            let tx =
-                                slot.consumers
-                                    .get(&consumer_tag)
-                                    .context(UnknownConsumerTagSnafu {
-                                        channel_id: n,
-                                        consumer_tag,
-                                    })?;
+                            let tx = slot.consumers.get(&consumer_tag).context(
+                                UnknownConsumerTagSnafu {
+                                    channel_id: n,
+                                    consumer_tag,
+                                },
+                            )?;
                             send(tx, ConsumerMessage::Delivery(Box::new(delivery)))?;
                         }
                         CollectorResult::Return(return_) => {

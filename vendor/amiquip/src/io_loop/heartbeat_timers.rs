@@ -1,7 +1,6 @@
 use crate::heartbeats::Heartbeat;
 use log::trace;
-use mio_extras::timer::Timer;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(super) use crate::heartbeats::HeartbeatState;
 
@@ -18,21 +17,8 @@ struct RxTxHeartbeat {
     tx: Heartbeat<HeartbeatKind>,
 }
 
-impl RxTxHeartbeat {
-    fn new(timer: &mut Timer<HeartbeatKind>, interval: Duration) -> RxTxHeartbeat {
-        let rx = Heartbeat::start(
-            HeartbeatKind::Rx,
-            MAX_MISSED_SERVER_HEARTBEATS * interval,
-            timer,
-        );
-        let tx = Heartbeat::start(HeartbeatKind::Tx, interval, timer);
-        RxTxHeartbeat { rx, tx }
-    }
-}
-
 #[derive(Default)]
 pub(super) struct HeartbeatTimers {
-    pub(super) timer: Timer<HeartbeatKind>,
     heartbeats: Option<RxTxHeartbeat>,
 }
 
@@ -56,22 +42,29 @@ impl HeartbeatTimers {
             self.heartbeats.is_none(),
             "heartbeat timer started multiple times"
         );
-        self.heartbeats = Some(RxTxHeartbeat::new(&mut self.timer, interval));
+        self.heartbeats = Some(RxTxHeartbeat {
+            rx: Heartbeat::start(HeartbeatKind::Rx, MAX_MISSED_SERVER_HEARTBEATS * interval),
+            tx: Heartbeat::start(HeartbeatKind::Tx, interval),
+        });
     }
 
-    pub(super) fn fire_rx(&mut self) -> HeartbeatState {
-        self.heartbeats
-            .as_mut()
-            .expect("fire_rx called on empty heartbeats")
-            .rx
-            .fire(&mut self.timer)
+    /// The nearest deadline, if heartbeats run.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let hb = self.heartbeats.as_ref()?;
+        Some(hb.rx.deadline().min(hb.tx.deadline()))
     }
 
-    pub(super) fn fire_tx(&mut self) -> HeartbeatState {
-        self.heartbeats
-            .as_mut()
-            .expect("fire_tx called on empty heartbeats")
-            .tx
-            .fire(&mut self.timer)
+    /// The heartbeats whose deadline has come, each with what it found.
+    pub(super) fn fire(&mut self, now: Instant) -> Vec<(HeartbeatKind, HeartbeatState)> {
+        let mut fired = Vec::new();
+        if let Some(hb) = &mut self.heartbeats {
+            if let Some(state) = hb.rx.fire(now) {
+                fired.push((HeartbeatKind::Rx, state));
+            }
+            if let Some(state) = hb.tx.fire(now) {
+                fired.push((HeartbeatKind::Tx, state));
+            }
+        }
+        fired
     }
 }

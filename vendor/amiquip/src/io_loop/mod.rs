@@ -12,24 +12,22 @@ use amq_protocol::protocol::AMQPClass;
 use crossbeam_channel::Receiver as CrossbeamReceiver;
 use crossbeam_channel::SendError;
 use crossbeam_channel::Sender as CrossbeamSender;
+use crossbeam_channel::TryRecvError;
 use log::{debug, error, trace, warn};
-use mio::{Event, Evented, Events, Poll, PollOpt, Ready, Token};
-use mio_extras::channel::sync_channel as mio_sync_channel;
-use mio_extras::channel::Receiver as MioReceiver;
+use mio::event::{Event, Source};
+use mio::{Events, Interest, Poll, Token, Waker};
 use snafu::ResultExt;
 use std::collections::hash_map::HashMap;
+use std::collections::BTreeSet;
 use std::io;
-use std::sync::mpsc::TryRecvError;
 use std::thread::{Builder, JoinHandle};
 use std::time::{Duration, Instant};
-
-#[cfg(feature = "native-tls")]
-use crate::stream::HandshakeStream;
 
 mod channel_handle;
 mod channel_slots;
 mod connection_state;
 mod content_collector;
+mod doorbell;
 mod handshake_state;
 mod heartbeat_timers;
 mod io_loop_handle;
@@ -38,14 +36,16 @@ pub(crate) use channel_handle::{AllocatedChannelHandle, Channel0Handle, ChannelH
 use channel_slots::ChannelSlots;
 use connection_state::ConnectionState;
 use content_collector::ContentCollector;
+use doorbell::Doorbell;
 use handshake_state::HandshakeState;
 use heartbeat_timers::{HeartbeatKind, HeartbeatState, HeartbeatTimers};
 use io_loop_handle::{IoLoopHandle, IoLoopHandle0};
 
-const STREAM: Token = Token(u16::max_value() as usize + 1);
-const HEARTBEAT: Token = Token(u16::max_value() as usize + 2);
-const ALLOC_CHANNEL: Token = Token(u16::max_value() as usize + 3);
-const SET_BLOCKED_TX: Token = Token(u16::max_value() as usize + 4);
+const STREAM: Token = Token(u16::MAX as usize + 1);
+const WAKER: Token = Token(u16::MAX as usize + 2);
+// Doorbell keys besides the channel ids (0..=u16::MAX) of the channels' own messages.
+const ALLOC_CHANNEL: usize = u16::MAX as usize + 3;
+const SET_BLOCKED_TX: usize = u16::MAX as usize + 4;
 
 enum IoLoopMessage {
     Send(OutputBuffer),
@@ -61,7 +61,7 @@ enum ChannelMessage {
 }
 
 struct ChannelSlot {
-    rx: MioReceiver<IoLoopMessage>,
+    rx: CrossbeamReceiver<IoLoopMessage>,
     tx: CrossbeamSender<Result<ChannelMessage>>,
     collector: ContentCollector,
     consumers: HashMap<String, CrossbeamSender<ConsumerMessage>>,
@@ -70,8 +70,12 @@ struct ChannelSlot {
 }
 
 impl ChannelSlot {
-    fn new(mio_channel_bound: usize, channel_id: u16) -> (ChannelSlot, IoLoopHandle) {
-        let (mio_tx, mio_rx) = mio_sync_channel(mio_channel_bound);
+    fn new(
+        bell: &Doorbell,
+        mio_channel_bound: usize,
+        channel_id: u16,
+    ) -> (ChannelSlot, IoLoopHandle) {
+        let (mio_tx, mio_rx) = bell.channel(mio_channel_bound, usize::from(channel_id));
 
         // Bound of 2 is intentional here. The normal case for this channel is that it
         // will have at most 1 message in it (the response to a synchronous RPC call).
@@ -101,17 +105,17 @@ impl ChannelSlot {
 
 struct Channel0Slot {
     common: ChannelSlot,
-    set_blocked_rx: MioReceiver<CrossbeamSender<ConnectionBlockedNotification>>,
+    set_blocked_rx: CrossbeamReceiver<CrossbeamSender<ConnectionBlockedNotification>>,
     blocked_tx: Option<CrossbeamSender<ConnectionBlockedNotification>>,
-    alloc_chan_req_rx: MioReceiver<Option<u16>>,
+    alloc_chan_req_rx: CrossbeamReceiver<Option<u16>>,
     alloc_chan_rep_tx: CrossbeamSender<Result<IoLoopHandle>>,
 }
 
 impl Channel0Slot {
-    fn new(mio_channel_bound: usize) -> (Channel0Slot, IoLoopHandle0) {
-        let (common_slot, common_handle) = ChannelSlot::new(mio_channel_bound, 0);
-        let (alloc_chan_req_tx, alloc_chan_req_rx) = mio_sync_channel(1);
-        let (set_blocked_tx, set_blocked_rx) = mio_sync_channel(1);
+    fn new(bell: &Doorbell, mio_channel_bound: usize) -> (Channel0Slot, IoLoopHandle0) {
+        let (common_slot, common_handle) = ChannelSlot::new(bell, mio_channel_bound, 0);
+        let (alloc_chan_req_tx, alloc_chan_req_rx) = bell.channel(1, ALLOC_CHANNEL);
+        let (set_blocked_tx, set_blocked_rx) = bell.channel(1, SET_BLOCKED_TX);
         let (alloc_chan_rep_tx, alloc_chan_rep_rx) = crossbeam_channel::bounded(1);
 
         let slot = Channel0Slot {
@@ -134,6 +138,8 @@ impl Channel0Slot {
 
 pub(crate) struct IoLoop {
     poll: Poll,
+    // The keys of what the doorbell rang for since the thread last looked.
+    rung: CrossbeamReceiver<usize>,
     connection_timeout: Option<Duration>,
     frame_buffer: FrameBuffer,
     inner: Inner,
@@ -149,18 +155,14 @@ impl IoLoop {
         let heartbeats = HeartbeatTimers::default();
 
         let poll = Poll::new().context(CreatePollHandleSnafu)?;
-        poll.register(
-            &heartbeats.timer,
-            HEARTBEAT,
-            Ready::readable(),
-            PollOpt::edge(),
-        )
-        .context(RegisterWithPollHandleSnafu)?;
+        let waker = Waker::new(poll.registry(), WAKER).context(RegisterWithPollHandleSnafu)?;
+        let (bell, rung) = Doorbell::new(waker);
 
         Ok(IoLoop {
             poll,
+            rung,
             frame_buffer: FrameBuffer::new(),
-            inner: Inner::new(heartbeats, tuning.mem_channel_bound),
+            inner: Inner::new(heartbeats, tuning.mem_channel_bound, bell),
             buffered_writes_high_water: tuning.buffered_writes_high_water,
             buffered_writes_low_water: tuning.buffered_writes_low_water,
             connection_timeout: None,
@@ -169,47 +171,22 @@ impl IoLoop {
 
     pub(crate) fn start<Auth: Sasl, S: IoStream>(
         mut self,
-        stream: S,
+        mut stream: S,
         mut options: ConnectionOptions<Auth>,
     ) -> Result<(JoinHandle<Result<()>>, FieldTable, Channel0Handle)> {
         self.poll
-            .register(&stream, STREAM, Ready::writable(), PollOpt::edge())
+            .registry()
+            .register(&mut stream, STREAM, Interest::WRITABLE)
             .context(RegisterWithPollHandleSnafu)?;
 
         self.connection_timeout = options.connection_timeout.take();
         let (handshake_done_tx, handshake_done_rx) = crossbeam_channel::bounded(1);
-        let (ch0_slot, ch0_handle) = Channel0Slot::new(self.inner.mio_channel_bound);
+        let (ch0_slot, ch0_handle) =
+            Channel0Slot::new(&self.inner.bell, self.inner.mio_channel_bound);
 
         let join_handle = Builder::new()
             .name("amiquip-io".to_string())
             .spawn(move || self.thread_main(stream, options, handshake_done_tx, ch0_slot, false))
-            .context(ForkFailedSnafu)?;
-
-        IoLoop::wait_for_amqp_handshake(ch0_handle, join_handle, handshake_done_rx)
-    }
-
-    #[cfg(feature = "native-tls")]
-    pub(crate) fn start_tls<Auth: Sasl, S: HandshakeStream>(
-        mut self,
-        stream: S,
-        mut options: ConnectionOptions<Auth>,
-    ) -> Result<(JoinHandle<Result<()>>, FieldTable, Channel0Handle)> {
-        self.poll
-            .register(
-                &stream,
-                STREAM,
-                Ready::readable() | Ready::writable(),
-                PollOpt::edge(),
-            )
-            .context(RegisterWithPollHandleSnafu)?;
-
-        self.connection_timeout = options.connection_timeout.take();
-        let (handshake_done_tx, handshake_done_rx) = crossbeam_channel::bounded(1);
-        let (ch0_slot, ch0_handle) = Channel0Slot::new(self.inner.mio_channel_bound);
-
-        let join_handle = Builder::new()
-            .name("amiquip-io".to_string())
-            .spawn(move || self.thread_main_tls(stream, options, handshake_done_tx, ch0_slot))
             .context(ForkFailedSnafu)?;
 
         IoLoop::wait_for_amqp_handshake(ch0_handle, join_handle, handshake_done_rx)
@@ -239,38 +216,6 @@ impl IoLoop {
         }
     }
 
-    #[cfg(feature = "native-tls")]
-    fn thread_main_tls<Auth: Sasl, S: HandshakeStream>(
-        mut self,
-        stream: S,
-        options: ConnectionOptions<Auth>,
-        handshake_done_tx: crossbeam_channel::Sender<(usize, FieldTable)>,
-        ch0_slot: Channel0Slot,
-    ) -> Result<()> {
-        trace!("starting TLS handshake");
-        let stream = self.run_tls_handshake(stream)?;
-        trace!("finished TLS handshake");
-        self.thread_main(stream, options, handshake_done_tx, ch0_slot, true)
-    }
-
-    #[cfg(feature = "native-tls")]
-    fn run_tls_handshake<S: HandshakeStream>(&mut self, mut stream: S) -> Result<S::Stream> {
-        let mut state = None;
-        self.run_io_loop(
-            &mut stream,
-            &mut state,
-            |_, stream, state, _| {
-                if state.is_none() {
-                    *state = stream.progress_handshake()?;
-                }
-                Ok(())
-            },
-            false,
-            |_, state| state.is_some(),
-        )?;
-        Ok(state.unwrap())
-    }
-
     fn thread_main<Auth: Sasl, S: IoStream>(
         mut self,
         mut stream: S,
@@ -279,30 +224,6 @@ impl IoLoop {
         ch0_slot: Channel0Slot,
         have_written_to_socket: bool,
     ) -> Result<()> {
-        self.poll
-            .register(
-                &ch0_slot.common.rx,
-                Token(0),
-                Ready::readable(),
-                PollOpt::edge(),
-            )
-            .context(RegisterWithPollHandleSnafu)?;
-        self.poll
-            .register(
-                &ch0_slot.set_blocked_rx,
-                SET_BLOCKED_TX,
-                Ready::readable(),
-                PollOpt::edge(),
-            )
-            .context(RegisterWithPollHandleSnafu)?;
-        self.poll
-            .register(
-                &ch0_slot.alloc_chan_req_rx,
-                ALLOC_CHANNEL,
-                Ready::readable(),
-                PollOpt::edge(),
-            )
-            .context(RegisterWithPollHandleSnafu)?;
         let (tune_ok, server_properties) =
             self.run_amqp_handshake(&mut stream, options, have_written_to_socket)?;
         let channel_max = tune_ok.channel_max;
@@ -359,14 +280,14 @@ impl IoLoop {
         &mut self,
         stream: &mut S,
         state: &mut HandshakeState<Auth>,
-        event: Event,
+        event: &Event,
     ) -> Result<()> {
         match event.token() {
             STREAM => {
-                if event.readiness().is_writable() {
+                if writable(event) {
                     self.inner.write_to_stream(stream)?;
                 }
-                if event.readiness().is_readable() {
+                if readable(event) {
                     self.inner.read_from_stream(
                         stream,
                         &mut self.frame_buffer,
@@ -374,7 +295,8 @@ impl IoLoop {
                     )?;
                 }
             }
-            HEARTBEAT => self.inner.process_heartbeat_timers()?,
+            // No channel handle exists before the handshake is done: nothing rings.
+            WAKER => (),
             _ => unreachable!(),
         }
         Ok(())
@@ -428,14 +350,14 @@ impl IoLoop {
         &mut self,
         stream: &mut S,
         state: &mut ConnectionState,
-        event: Event,
+        event: &Event,
     ) -> Result<()> {
         match event.token() {
             STREAM => {
-                if event.readiness().is_writable() {
+                if writable(event) {
                     self.inner.write_to_stream(stream)?;
                 }
-                if event.readiness().is_readable() {
+                if readable(event) {
                     self.inner.read_from_stream(
                         stream,
                         &mut self.frame_buffer,
@@ -443,39 +365,30 @@ impl IoLoop {
                     )?;
                 }
             }
-            HEARTBEAT => self.inner.process_heartbeat_timers()?,
-            SET_BLOCKED_TX => match state {
-                ConnectionState::Steady(ch0_slot) => self.handle_set_blocked_tx(ch0_slot)?,
-                ConnectionState::ServerClosing(_)
-                | ConnectionState::ClientException
-                | ConnectionState::ClientClosed => {
-                    unreachable!("ch0 slot cannot be readable after it is dropped")
-                }
-            },
-            ALLOC_CHANNEL => match &state {
-                ConnectionState::Steady(ch0_slot) => {
-                    self.inner.allocate_channel(ch0_slot, &self.poll)?
-                }
-                ConnectionState::ServerClosing(_)
-                | ConnectionState::ClientException
-                | ConnectionState::ClientClosed => {
-                    unreachable!("ch0 slot cannot be readable after it is dropped")
-                }
-            },
-            Token(0) => match &state {
-                ConnectionState::Steady(ch0_slot) => {
-                    self.inner.handle_channel0_readable(ch0_slot)?
-                }
-                ConnectionState::ServerClosing(_)
-                | ConnectionState::ClientException
-                | ConnectionState::ClientClosed => {
-                    unreachable!("ch0 slot cannot be readable after it is dropped")
-                }
-            },
-            Token(n) if n <= u16::max_value() as usize => {
-                self.inner.handle_channel_readable(n as u16)?
-            }
+            WAKER => self.answer_doorbell(state)?,
             _ => unreachable!(),
+        }
+        Ok(())
+    }
+
+    // Reads the messages of every sender that rang since the last time.
+    fn answer_doorbell(&mut self, state: &mut ConnectionState) -> Result<()> {
+        self.inner.bell.answer();
+        while let Ok(key) = self.rung.try_recv() {
+            let ch0_slot = match state {
+                ConnectionState::Steady(ch0_slot) => ch0_slot,
+                // The channel 0 slot is gone: nobody is left to answer, and the loop ends
+                // once its last writes are out.
+                ConnectionState::ServerClosing(_)
+                | ConnectionState::ClientException
+                | ConnectionState::ClientClosed => continue,
+            };
+            match key {
+                SET_BLOCKED_TX => self.handle_set_blocked_tx(ch0_slot)?,
+                ALLOC_CHANNEL => self.inner.allocate_channel(ch0_slot)?,
+                0 => self.inner.handle_channel0_readable(ch0_slot)?,
+                n => self.inner.channel_rang(n as u16)?,
+            }
         }
         Ok(())
     }
@@ -515,8 +428,8 @@ impl IoLoop {
         is_done: G,
     ) -> Result<()>
     where
-        S: Evented,
-        F: FnMut(&mut Self, &mut S, &mut State, Event) -> Result<()>,
+        S: Source,
+        F: FnMut(&mut Self, &mut S, &mut State, &Event) -> Result<()>,
         G: Fn(&Self, &State) -> bool,
     {
         // Since we're called multiple times (to run TLS handshake, then AMQP handshake,
@@ -535,29 +448,45 @@ impl IoLoop {
         if self.inner.has_data_to_write() && have_written_to_socket {
             trace!("reregistering socket for readable or writable");
             self.poll
-                .reregister(
-                    stream,
-                    STREAM,
-                    Ready::readable() | Ready::writable(),
-                    PollOpt::edge(),
-                )
+                .registry()
+                .reregister(stream, STREAM, Interest::READABLE | Interest::WRITABLE)
                 .context(RegisterWithPollHandleSnafu)?;
         }
 
         let mut events = Events::with_capacity(128);
         let mut listening_to_channels = true;
+        let mut last_event = Instant::now();
         loop {
-            let start_poll = Instant::now();
-            self.poll
-                .poll(&mut events, self.connection_timeout)
-                .context(FailedToPollSnafu)?;
+            // Until the next event, or the nearest heartbeat deadline, or the end of the
+            // connection timeout.
+            let now = Instant::now();
+            let mut timeout = self
+                .inner
+                .heartbeats
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(now));
+            if let Some(limit) = self.connection_timeout {
+                let left = limit.saturating_sub(now.saturating_duration_since(last_event));
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => (),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err).context(FailedToPollSnafu),
+            }
+            self.inner.process_heartbeat_timers(Instant::now())?;
             if events.is_empty() {
                 if let Some(timeout) = &self.connection_timeout {
-                    if start_poll.elapsed() > *timeout {
+                    if last_event.elapsed() >= *timeout {
                         return ConnectionTimeoutSnafu.fail();
                     }
                 }
-                continue;
+                // A heartbeat may have just been queued: it is written below.
+                if !self.inner.has_data_to_write() {
+                    continue;
+                }
+            } else {
+                last_event = Instant::now();
             }
 
             let had_data_to_write = self.inner.has_data_to_write();
@@ -576,13 +505,13 @@ impl IoLoop {
             // buffered_writes_low_water.
             if listening_to_channels && self.inner.outbuf.len() > self.buffered_writes_high_water {
                 debug!("passed high water mark for buffered writes; blocking channels internally",);
-                self.inner.deregister_nonzero_channels(&self.poll)?;
+                self.inner.pause_channels();
                 listening_to_channels = false;
             } else if !listening_to_channels
                 && self.inner.outbuf.len() <= self.buffered_writes_low_water
             {
                 debug!("returned below low water mark for buffered writes; resuming channels",);
-                self.inner.reregister_nonzero_channels(&self.poll)?;
+                self.inner.resume_channels()?;
                 listening_to_channels = true;
             }
 
@@ -598,18 +527,15 @@ impl IoLoop {
             if self.inner.has_data_to_write() && have_written_to_socket {
                 trace!("reregistering socket for readable or writable");
                 self.poll
-                    .reregister(
-                        stream,
-                        STREAM,
-                        Ready::readable() | Ready::writable(),
-                        PollOpt::edge(),
-                    )
+                    .registry()
+                    .reregister(stream, STREAM, Interest::READABLE | Interest::WRITABLE)
                     .context(RegisterWithPollHandleSnafu)?;
             } else if had_data_to_write {
                 trace!("reregistering socket for readable only");
                 have_written_to_socket = true;
                 self.poll
-                    .reregister(stream, STREAM, Ready::readable(), PollOpt::edge())
+                    .registry()
+                    .reregister(stream, STREAM, Interest::READABLE)
                     .context(RegisterWithPollHandleSnafu)?;
             }
         }
@@ -632,18 +558,25 @@ struct Inner {
     // the I/O thread are unbounded to prevent blocking the I/O thread on slow receviers.)
     mio_channel_bound: usize,
 
-    // If true, non-0 channels are registered with mio. (Channel 0 is always registered.)
+    // The I/O thread's doorbell, which every new channel's sender rings.
+    bell: Doorbell,
+
+    // If false (too much to write), the messages of non-0 channels wait: the ids that rang
+    // meanwhile are kept here and read when the writes are down again.
     channels_are_registered: bool,
+    rang_while_paused: BTreeSet<u16>,
 }
 
 impl Inner {
-    fn new(heartbeats: HeartbeatTimers, mio_channel_bound: usize) -> Self {
+    fn new(heartbeats: HeartbeatTimers, mio_channel_bound: usize, bell: Doorbell) -> Self {
         Inner {
             outbuf: SealableOutputBuffer::new(OutputBuffer::with_protocol_header()),
             heartbeats,
             chan_slots: ChannelSlots::new(),
             mio_channel_bound,
+            bell,
             channels_are_registered: true,
+            rang_while_paused: BTreeSet::new(),
         }
     }
 
@@ -677,33 +610,31 @@ impl Inner {
         !self.outbuf.is_empty()
     }
 
-    fn deregister_nonzero_channels(&mut self, poll: &Poll) -> Result<()> {
-        for (_, slot) in self.chan_slots.iter() {
-            poll.deregister(&slot.rx)
-                .context(DeregisterWithPollHandleSnafu)?;
-        }
+    fn pause_channels(&mut self) {
         self.channels_are_registered = false;
-        Ok(())
     }
 
-    fn reregister_nonzero_channels(&mut self, poll: &Poll) -> Result<()> {
-        for (id, slot) in self.chan_slots.iter() {
-            poll.reregister(
-                &slot.rx,
-                Token(*id as usize),
-                Ready::readable(),
-                PollOpt::edge(),
-            )
-            .context(RegisterWithPollHandleSnafu)?;
-        }
+    fn resume_channels(&mut self) -> Result<()> {
         self.channels_are_registered = true;
+        for id in std::mem::take(&mut self.rang_while_paused) {
+            self.handle_channel_readable(id)?;
+        }
         Ok(())
     }
 
-    fn process_heartbeat_timers(&mut self) -> Result<()> {
-        while let Some(kind) = self.heartbeats.timer.poll() {
+    fn channel_rang(&mut self, channel_id: u16) -> Result<()> {
+        if self.channels_are_registered {
+            self.handle_channel_readable(channel_id)
+        } else {
+            self.rang_while_paused.insert(channel_id);
+            Ok(())
+        }
+    }
+
+    fn process_heartbeat_timers(&mut self, now: Instant) -> Result<()> {
+        for (kind, state) in self.heartbeats.fire(now) {
             match kind {
-                HeartbeatKind::Rx => match self.heartbeats.fire_rx() {
+                HeartbeatKind::Rx => match state {
                     HeartbeatState::StillRunning => {
                         trace!("rx heartbeat timer fired, but have received data since last");
                     }
@@ -712,7 +643,7 @@ impl Inner {
                         return MissedServerHeartbeatsSnafu.fail();
                     }
                 },
-                HeartbeatKind::Tx => match self.heartbeats.fire_tx() {
+                HeartbeatKind::Tx => match state {
                     HeartbeatState::StillRunning => {
                         trace!("tx heartbeat timer fired, but have sent data since last");
                     }
@@ -792,7 +723,7 @@ impl Inner {
         Ok(())
     }
 
-    fn allocate_channel(&mut self, ch0_slot: &Channel0Slot, poll: &Poll) -> Result<()> {
+    fn allocate_channel(&mut self, ch0_slot: &Channel0Slot) -> Result<()> {
         loop {
             let new_channel_id = match ch0_slot.alloc_chan_req_rx.try_recv() {
                 Ok(new_channel_id) => new_channel_id,
@@ -801,26 +732,9 @@ impl Inner {
             };
 
             let mio_channel_bound = self.mio_channel_bound;
-            let channels_are_registered = self.channels_are_registered;
+            let bell = &self.bell;
             let result = self.chan_slots.insert(new_channel_id, |new_channel_id| {
-                let (slot, handle) = ChannelSlot::new(mio_channel_bound, new_channel_id);
-                poll.register(
-                    &slot.rx,
-                    Token(new_channel_id as usize),
-                    Ready::readable(),
-                    PollOpt::edge(),
-                )
-                .context(RegisterWithPollHandleSnafu)?;
-                if !channels_are_registered {
-                    // If we're currently in a deregistered state (i.e., too much data to
-                    // write), go ahead and deregister this new channel. We do the register+
-                    // deregister dance so we can call reregister on this new channel even
-                    // though it hadn't existed when we deregistered all the existing
-                    // channels.
-                    poll.deregister(&slot.rx)
-                        .context(DeregisterWithPollHandleSnafu)?;
-                }
-                Ok((slot, handle))
+                Ok(ChannelSlot::new(bell, mio_channel_bound, new_channel_id))
             });
             // safe to unwrap the get() here because we wouldn't be in this method
             // at all if we didn't have a slot that just received this message.
@@ -865,6 +779,7 @@ impl Inner {
         while pos < len {
             trace!("trying to write {} bytes", len - pos);
             let n = match stream.write(&self.outbuf[pos..]) {
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(n) => {
                     trace!("wrote {} bytes", n);
                     self.heartbeats.record_tx_activity();
@@ -885,4 +800,14 @@ impl Inner {
         self.outbuf.clear();
         Ok(())
     }
+}
+
+// Readiness as the socket's handlers need it: a hang-up or an error is read (or written), and
+// the read or write then reports it.
+fn readable(event: &Event) -> bool {
+    event.is_readable() || event.is_read_closed() || event.is_error()
+}
+
+fn writable(event: &Event) -> bool {
+    event.is_writable() || event.is_write_closed() || event.is_error()
 }
