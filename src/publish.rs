@@ -143,7 +143,7 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
         attempts += 1;
         let failure = match connection.as_mut() {
             Some(connection) => publish_once(connection, url, &message),
-            None => match crate::amqp::broker::connect(url, &dial, ConnectionTuning::default()) {
+            None => match crate::amqp::dial::connect(url, &dial, ConnectionTuning::default()) {
                 Ok(opened) => publish_once(connection.insert(opened), url, &message),
                 Err(e) => Err(Failure::Connection(e)),
             },

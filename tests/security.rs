@@ -316,13 +316,13 @@ fn another_broker_user_cannot_have_a_stream_relayed_to_itself() {
         support::broker_port()
     ))
     .expect("a broker URL");
-    let dial = eventsourced::amqp::broker::Dial {
+    let dial = eventsourced::amqp::dial::Dial {
         heartbeat: 60,
         tls: None,
     };
     let tuning = amiquip::ConnectionTuning::default();
     let mut connection =
-        eventsourced::amqp::broker::connect(&url, &dial, tuning).expect("the intruder connects");
+        eventsourced::amqp::dial::connect(&url, &dial, tuning).expect("the intruder connects");
     let channel = connection.open_channel(None).expect("a channel");
     let private = channel
         .queue_declare(

@@ -2,11 +2,13 @@
 
 pub mod broker;
 pub mod control;
+pub mod dial;
 pub mod holder;
 pub mod queue;
 pub mod url;
 
-pub use broker::{Broker, Dial};
+pub use broker::Broker;
+pub use dial::Dial;
 pub use url::BrokerUrl;
 
 #[cfg(test)]

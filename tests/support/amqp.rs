@@ -2,7 +2,7 @@
 //! a publisher that declares queues exactly as the server does.
 
 use amiquip::{AmqpProperties, Channel, Connection, ConnectionTuning, Publish};
-use eventsourced::amqp::{broker, queue, BrokerUrl};
+use eventsourced::amqp::{dial, queue, BrokerUrl};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,11 +34,11 @@ pub fn amqp_connection_to(port: u16) -> Result<Connection, String> {
     let url = BrokerUrl::parse(&format!("amqp://guest:guest@127.0.0.1:{port}/"))
         .map_err(|e| e.to_string())?;
     // amiquip's own default heartbeat.
-    let dial = broker::Dial {
+    let how = dial::Dial {
         heartbeat: 60,
         tls: None,
     };
-    broker::connect(&url, &dial, ConnectionTuning::default())
+    dial::connect(&url, &how, ConnectionTuning::default())
 }
 
 /// `queue.arguments` for quorum queues, as the environment of a server gives them.
