@@ -29,9 +29,12 @@ test-cluster:
 bench-failover:
 	scripts/bench-failover
 
-## The release server against a private broker, side by side with a raw AMQP consumer: one table.
+## The release server against a private broker, side by side with a raw AMQP consumer: one table
+## (BEFORE=REV adds an earlier commit's build beside this one's); then the AMQP frame parser
+## alone, today's codec beside that of BEFORE (default: the commit before amq-protocol 10).
 bench:
 	scripts/bench
+	scripts/bench-codec
 
 ## The static build (made first) under 500 streams for 30 minutes (SOAK_MINUTES=5 for five) with
 ## clients dropping and a broker restart, the server under a 256M memory cgroup; fails on growth

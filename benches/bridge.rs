@@ -58,14 +58,35 @@ fn main() {
         }
         use_build(&None);
     }
+    // A build of an earlier commit (EVENTSOURCED_BEFORE_BIN, e.g. from `git worktree`), measured
+    // in the same run beside this one, each section the one build after the other; its rows
+    // are marked "before". `BEFORE=REV make bench` builds one (scripts/bench).
+    let mut compared = vec![("", None)];
+    if let Ok(path) = std::env::var("EVENTSOURCED_BEFORE_BIN") {
+        compared.push(("before: ", Some(path)));
+    }
+    let each_build = |rows: &mut Vec<Row>, measure: &dyn Fn() -> Vec<Row>| {
+        for (label, binary) in &compared {
+            use_build(binary);
+            rows.extend(measure().into_iter().map(|mut r| {
+                r.what = format!("{label}{}", r.what);
+                r
+            }));
+        }
+        use_build(&None);
+    };
     if run("throughput") {
-        rows.extend(throughput(100_000));
+        each_build(&mut rows, &|| throughput(100_000));
     }
     if run("latency") {
-        rows.extend(latency(1000, Duration::from_secs(4)));
+        each_build(&mut rows, &|| latency(1000, Duration::from_secs(4)));
     }
     if run("fanin") {
-        rows.push(many_clients(1000, 42));
+        each_build(&mut rows, &|| vec![many_clients(1000, 42)]);
+    }
+    if compared.len() > 1 && run("setup") {
+        // Set-up CPU per stream at 10,000 (the scale section's figure), for each build.
+        each_build(&mut rows, &|| set_up_and_come_back(10_000, "release"));
     }
     if run("scale") {
         // The release build of this commit: set-up cost hardly depends on the C library.
@@ -242,6 +263,10 @@ fn throughput(count: usize) -> Vec<Row> {
 
     let server = Server::start(&[]).ready();
     let cpu = own_cpu();
+    let server_cpu = process_cpu(server.pid());
+    // amiquip's I/O threads parse every frame: their CPU is the AMQP codec's cost, whatever
+    // the batches the stream writes.
+    let io_cpu = threads_cpu(server.pid(), "amiquip-io");
     let began = Instant::now();
     let mut stream = Stream::open(server.addr, &format!("/?id={through_bridge}"), &[]);
     let mut got = 0;
@@ -254,13 +279,17 @@ fn throughput(count: usize) -> Vec<Row> {
     let seconds = began.elapsed().as_secs_f64();
     let rate = got as f64 / seconds;
     let client_cpu = own_cpu() - cpu;
+    let server_cpu = process_cpu(server.pid()) - server_cpu;
+    let io_cpu = threads_cpu(server.pid(), "amiquip-io") - io_cpu;
     vec![row(
         &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
         format!("{rate:.0}"),
         &format!("{raw_rate:.0} (raw amiquip consumer, QoS {})", qos()),
         format!(
-            "ratio {:.2}; load client CPU {:.0} % of the run (raw consumer {:.0} %); target ≥ 0.9",
+            "ratio {:.2}; server CPU {:.2} µs/msg, of it the AMQP I/O thread {:.2}; load client CPU {:.0} % of the run (raw consumer {:.0} %); target ≥ 0.9",
             rate / raw_rate,
+            1e6 * server_cpu / got.max(1) as f64,
+            1e6 * io_cpu / got.max(1) as f64,
             100.0 * client_cpu / seconds,
             100.0 * raw_cpu / (count as f64 / raw_rate)
         ),
@@ -452,6 +481,28 @@ fn process_cpu(pid: i32) -> f64 {
     // SAFETY: sysconf only reads a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(11) + ticks(12)) / hz
+}
+
+/// Seconds on the CPU of `pid`'s threads named `name` (schedstat: nanoseconds, not ticks).
+fn threads_cpu(pid: i32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        nanos += schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    nanos as f64 / 1e9
 }
 
 /// The broker's process, for its share of the CPU.
