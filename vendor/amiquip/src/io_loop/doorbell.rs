@@ -41,9 +41,10 @@ impl Doorbell {
         (sender, rx)
     }
 
-    /// Called by the I/O thread when it wakes, before it drains the list of keys.
+    /// Called by the I/O thread when it wakes, before it drains the list of keys. A swap, not a
+    /// store: reading the `true` a sender wrote, it sees the key that sender listed before.
     pub(super) fn answer(&self) {
-        self.pending.store(false, Ordering::SeqCst);
+        self.pending.swap(false, Ordering::SeqCst);
     }
 
     fn ring(&self, key: usize) {
