@@ -164,13 +164,13 @@ fn a_fresh_page_gets_at_most_the_window_again() {
         },
     );
     first.close();
-    // The old page's stream ends and lets go of the queue. (A page that comes back while its
-    // old connection still lingers follows that stream instead, from what it keeps in memory:
-    // several_readers.rs tests that.)
+    // The old page's stream ends and hands what it held back to the queue. (A page that comes
+    // back while its old connection still lingers follows that stream instead, from what it
+    // keeps in memory: several_readers.rs tests that.)
     wait_for(
-        "the first stream to let go",
+        "the first stream to let go of what it held",
         Duration::from_secs(10),
-        || amqp.consumers(&queue) == 0,
+        || amqp.consumers(&queue) == 0 && held.contains(&(amqp.ready(&queue) as usize)),
     );
     // A new EventSource sends no Last-Event-ID: the held tail comes again, and only that.
     let mut reloaded = Stream::open(server.addr, &target, &[]);

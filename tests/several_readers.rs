@@ -145,10 +145,13 @@ fn followers_go_on_when_the_first_reader_leaves_and_the_queue_keeps_what_they_ma
     assert_eq!(data(&second.next_events(5)), numbered(6, 10));
     assert_eq!(amqp.consumers(&queue), 1, "still consumed for the follower");
     second.close();
-    // Nothing was acked (all within the window): it is all back in the queue.
-    wait_for("the queue free again", Duration::from_secs(10), || {
-        amqp.consumers(&queue) == 0
-    });
+    // Nothing was acked (all within the window): it is all back in the queue once the stream's
+    // channel has closed (its consumer is cancelled first, so the count alone is not enough).
+    wait_for(
+        "the queue free again, holding all ten",
+        Duration::from_secs(10),
+        || amqp.consumers(&queue) == 0 && amqp.ready(&queue) == 10,
+    );
     assert_eq!(amqp.drain(&queue), numbered(1, 10));
 }
 
