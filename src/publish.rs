@@ -12,7 +12,9 @@ use crate::amqp::queue;
 use crate::amqp::BrokerUrl;
 use crate::cli::PublishArgs;
 use crate::config::Config;
-use amiquip::{AmqpProperties, Confirm, Connection, ConnectionTuning, FieldTable, Publish};
+use amiquip::{
+    AmqpProperties, Confirm, Connection, ConnectionTuning, FieldTable, Publish, ShortString,
+};
 use std::fmt;
 use std::io::Read;
 use std::time::{Duration, Instant};
@@ -43,6 +45,11 @@ pub enum PublishError {
         last: String,
     },
     Tls(crate::tls::TlsError),
+    /// A queue name, `--id` or `--type` over AMQP's 255 bytes for a short string.
+    TooLong {
+        what: &'static str,
+        length: usize,
+    },
 }
 
 impl fmt::Display for PublishError {
@@ -52,6 +59,9 @@ impl fmt::Display for PublishError {
             PublishError::Stdin(e) => write!(f, "cannot read the message from standard input: {e}"),
             PublishError::Refused { broker, message } => write!(f, "broker {broker}: {message}"),
             PublishError::Tls(e) => write!(f, "broker.tls: {e}"),
+            PublishError::TooLong { what, length } => {
+                write!(f, "the {what} is {length} bytes; AMQP allows 255")
+            }
             PublishError::NotConfirmed {
                 queue,
                 attempts,
@@ -116,12 +126,19 @@ pub fn publish(config: &Config, args: &PublishArgs) -> Result<(), PublishError> 
             body
         }
     };
+    let short = |what: &'static str, text: &str| {
+        ShortString::try_new(text).map_err(|_| PublishError::TooLong {
+            what,
+            length: text.len(),
+        })
+    };
+    short("queue name", &args.queue)?;
     let mut properties = AmqpProperties::default().with_delivery_mode(2);
     if let Some(id) = &args.id {
-        properties = properties.with_message_id(id.clone().into());
+        properties = properties.with_message_id(short("--id", id)?);
     }
     if let Some(kind) = &args.kind {
-        properties = properties.with_type(kind.clone().into());
+        properties = properties.with_type(short("--type", kind)?);
     }
     let message = Message {
         queue: &args.queue,

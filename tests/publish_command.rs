@@ -110,3 +110,21 @@ fn a_dead_node_is_passed_over_for_the_next() {
     assert!(text(&out.stderr).contains("attempt 1 failed"));
     assert_eq!(amqp.drain(&name), ["m1"]);
 }
+
+/// AMQP's short strings hold 255 bytes: a longer `--id`, `--type` or queue name is refused with
+/// a clear error before anything is sent, not a crash.
+#[test]
+fn a_name_over_255_bytes_is_refused_plainly() {
+    let long = "x".repeat(256);
+    for args in [
+        vec!["publish", "orders", "m1", "--id", &long],
+        vec!["publish", "orders", "m1", "--type", &long],
+        vec!["publish", &long, "m1"],
+    ] {
+        let out = run_eventsourced(&args, &[("EVENTSOURCED_BROKER_NODE", &broker_url())]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let error = text(&out.stderr);
+        assert!(error.contains("256 bytes; AMQP allows 255"), "{error}");
+        assert!(!error.contains("panicked"), "{error}");
+    }
+}

@@ -93,8 +93,10 @@ pub fn ask_follow(
         .with_type(FOLLOW.to_string().into())
         .with_reply_to(reply_to.to_string().into())
         .with_headers(headers);
-    if let Some(user) = user {
-        properties = properties.with_user_id(user.to_string().into());
+    // A user name over a short string's 255 bytes is not sent: the holder then ignores the
+    // request (it checks the user), and the reader falls back as when nobody answers.
+    if let Some(user) = user.and_then(|user| amiquip::ShortString::try_new(user).ok()) {
+        properties = properties.with_user_id(user);
     }
     channel.basic_publish(
         EXCHANGE,

@@ -30,6 +30,8 @@ pub enum ConfigError {
         section: &'static str,
         sources: String,
     },
+    /// A `queue.arguments` name over AMQP's 255 bytes for a field-table key.
+    ArgumentNameTooLong { sources: String, length: usize },
 }
 
 impl fmt::Display for ConfigError {
@@ -52,6 +54,10 @@ impl fmt::Display for ConfigError {
             ConfigError::HalfTls { section, sources } => write!(
                 f,
                 "{sources}: {section}: cert and key go together: set both, or neither"
+            ),
+            ConfigError::ArgumentNameTooLong { sources, length } => write!(
+                f,
+                "{sources}: queue.arguments: a name of {length} bytes is over AMQP's 255"
             ),
             ConfigError::QosTooLarge {
                 prefetch,

@@ -407,6 +407,12 @@ impl Config {
                 });
             }
         }
+        if let Some(name) = config.queue.arguments.keys().find(|name| name.len() > 255) {
+            return Err(ConfigError::ArgumentNameTooLong {
+                sources: joined,
+                length: name.len(),
+            });
+        }
         let (prefetch, replay_window) = (config.queue.prefetch, config.queue.replay_window);
         if prefetch.checked_add(replay_window).is_none() {
             return Err(ConfigError::QosTooLarge {

@@ -504,3 +504,22 @@ fn prefetch_and_the_replay_window_must_fit_one_prefetch_count() {
     assert!(message.contains("queue.replay_window"), "{message}");
     assert!(message.contains("65536"), "{message}");
 }
+
+#[test]
+fn an_argument_name_over_255_bytes_is_refused() {
+    let name = "x".repeat(256);
+    let Err(error) = stacked(&[&format!("queue: {{arguments: {{{name}: 1}}}}")], &[]) else {
+        panic!("accepted an argument name AMQP cannot carry");
+    };
+    assert!(matches!(
+        error,
+        ConfigError::ArgumentNameTooLong { length: 256, .. }
+    ));
+    assert!(error.to_string().contains("queue.arguments"), "{error}");
+    assert!(
+        resolve(&[&format!("queue: {{arguments: {{{}: 1}}}}", "x".repeat(255))])
+            .queue
+            .arguments
+            .contains_key(&"x".repeat(255))
+    );
+}

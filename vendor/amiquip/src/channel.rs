@@ -170,8 +170,8 @@ impl Channel {
     pub fn basic_publish<S: Into<String>>(&self, exchange: S, publish: Publish) -> Result<()> {
         let mut inner = self.inner.borrow_mut();
         inner.call_nowait(AmqpBasic::Publish(AmqpPublish {
-            exchange: short(exchange),
-            routing_key: short(publish.routing_key),
+            exchange: short(exchange)?,
+            routing_key: short(publish.routing_key)?,
             mandatory: publish.mandatory,
             immediate: publish.immediate,
         }))?;
@@ -247,7 +247,7 @@ impl Channel {
         queue: S,
         options: QueueDeclareOptions,
     ) -> Result<Queue> {
-        let declare = AmqpQueue::Declare(options.into_declare(queue.into(), false, false));
+        let declare = AmqpQueue::Declare(options.into_declare(queue.into(), false, false)?);
         let ok = self.call::<_, QueueDeclareOk>(declare)?;
         Ok(Queue::new(
             self,
@@ -276,7 +276,7 @@ impl Channel {
             queue != "",
             "cannot asynchronously declare auto-named queues"
         );
-        let declare = AmqpQueue::Declare(options.into_declare(queue.clone(), false, true));
+        let declare = AmqpQueue::Declare(options.into_declare(queue.clone(), false, true)?);
         self.call_nowait(declare)?;
         Ok(Queue::new(self, queue, None, None))
     }
@@ -292,7 +292,7 @@ impl Channel {
             auto_delete: false,
             arguments: FieldTable::default(),
         };
-        let declare = AmqpQueue::Declare(options.into_declare(queue.into(), true, false));
+        let declare = AmqpQueue::Declare(options.into_declare(queue.into(), true, false)?);
         let ok = self.call::<_, QueueDeclareOk>(declare)?;
         Ok(Queue::new(
             self,
@@ -314,7 +314,7 @@ impl Channel {
     /// to you on demand instead of polling with `get`.
     pub fn basic_get<S: Into<String>>(&self, queue: S, no_ack: bool) -> Result<Option<Get>> {
         self.inner.borrow_mut().get(AmqpGet {
-            queue: short(queue),
+            queue: short(queue)?,
             no_ack,
         })
     }
@@ -333,8 +333,8 @@ impl Channel {
         // 2. The I/O loop allocates the channel to send deliveries when it
         //    receives consume-ok.
         let (tag, rx) = self.inner.borrow_mut().consume(Consume {
-            queue: short(queue),
-            consumer_tag: short(""),
+            queue: short(queue)?,
+            consumer_tag: short("")?,
             no_local: options.no_local,
             no_ack: options.no_ack,
             exclusive: options.exclusive,
@@ -358,9 +358,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpQueue::Bind(QueueBind {
-            queue: short(queue),
-            exchange: short(exchange),
-            routing_key: short(routing_key),
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
             nowait: false,
             arguments,
         });
@@ -381,9 +381,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpQueue::Bind(QueueBind {
-            queue: short(queue),
-            exchange: short(exchange),
-            routing_key: short(routing_key),
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
             nowait: true,
             arguments,
         });
@@ -404,9 +404,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpQueue::Unbind(QueueUnbind {
-            queue: short(queue),
-            exchange: short(exchange),
-            routing_key: short(routing_key),
+            queue: short(queue)?,
+            exchange: short(exchange)?,
+            routing_key: short(routing_key)?,
             arguments,
         });
         self.call::<_, QueueUnbindOk>(unbind).map(|_| ())
@@ -420,7 +420,7 @@ impl Channel {
     /// [`Queue::purge`](struct.Queue.html#method.purge) to avoid this.
     pub fn queue_purge<S: Into<String>>(&self, queue: S) -> Result<u32> {
         let purge = AmqpQueue::Purge(QueuePurge {
-            queue: short(queue),
+            queue: short(queue)?,
             nowait: false,
         });
         self.call::<_, QueuePurgeOk>(purge)
@@ -434,7 +434,7 @@ impl Channel {
     /// [`Queue::purge_nowait`](struct.Queue.html#method.purge_nowait) to avoid this.
     pub fn queue_purge_nowait<S: Into<String>>(&self, queue: S) -> Result<()> {
         let purge = AmqpQueue::Purge(QueuePurge {
-            queue: short(queue),
+            queue: short(queue)?,
             nowait: true,
         });
         self.call_nowait(purge)
@@ -451,7 +451,7 @@ impl Channel {
         queue: S,
         options: QueueDeleteOptions,
     ) -> Result<u32> {
-        let delete = AmqpQueue::Delete(options.into_delete(queue.into(), false));
+        let delete = AmqpQueue::Delete(options.into_delete(queue.into(), false)?);
         self.call::<_, QueueDeleteOk>(delete)
             .map(|ok| ok.message_count)
     }
@@ -466,7 +466,7 @@ impl Channel {
         queue: S,
         options: QueueDeleteOptions,
     ) -> Result<()> {
-        let delete = AmqpQueue::Delete(options.into_delete(queue.into(), true));
+        let delete = AmqpQueue::Delete(options.into_delete(queue.into(), true)?);
         self.call_nowait(delete)
     }
 
@@ -526,7 +526,7 @@ impl Channel {
         // to not supproting nowait consume - we want the cancel-ok to clean
         // up channels in the I/O loop.
         self.call::<_, CancelOk>(AmqpBasic::Cancel(Cancel {
-            consumer_tag: short(consumer.consumer_tag()),
+            consumer_tag: short(consumer.consumer_tag())?,
             nowait: false,
         }))
         .map(|_ok| ())

@@ -1,4 +1,5 @@
 use crate::errors::*;
+use crate::serialize::short;
 use crate::Sasl;
 use amq_protocol::protocol::connection::{Open, Start, StartOk, Tune, TuneOk};
 use amq_protocol::protocol::constants::FRAME_MIN_SIZE;
@@ -223,10 +224,10 @@ impl<Auth: Sasl> ConnectionOptions<Auth> {
         })
     }
 
-    pub(crate) fn make_open(&self) -> Open {
-        Open {
-            virtual_host: self.virtual_host.clone().into(),
-        }
+    pub(crate) fn make_open(&self) -> Result<Open> {
+        Ok(Open {
+            virtual_host: short(self.virtual_host.clone())?,
+        })
     }
 }
 

@@ -21,6 +21,10 @@ pub enum Error {
     #[snafu(display("I/O error while writing socket: {}", source))]
     IoErrorWritingSocket { source: io::Error },
 
+    /// A name or other short string given to a method is over AMQP's 255 bytes.
+    #[snafu(display("a short string of {} bytes is over AMQP's 255", length))]
+    ShortStringTooLong { length: usize },
+
     /// We received data that could not be parsed as an AMQP frame.
     #[snafu(display("received malformed data - expected AMQP frame"))]
     MalformedFrame,

@@ -66,17 +66,17 @@ impl ExchangeDeclareOptions {
         name: String,
         passive: bool,
         nowait: bool,
-    ) -> Declare {
-        Declare {
-            exchange: name.into(),
+    ) -> Result<Declare> {
+        Ok(Declare {
+            exchange: short(name)?,
             passive,
-            kind: short(type_.as_ref()),
+            kind: short(type_.as_ref())?,
             durable: self.durable,
             auto_delete: self.auto_delete,
             internal: self.internal,
             nowait,
             arguments: self.arguments,
-        }
+        })
     }
 }
 
@@ -107,7 +107,7 @@ impl<'a> Publish<'a> {
     pub fn new<S: Into<String>>(body: &[u8], routing_key: S) -> Publish {
         Publish {
             body,
-            routing_key: short(routing_key).to_string(),
+            routing_key: routing_key.into(),
             mandatory: false,
             immediate: false,
             properties: AmqpProperties::default(),
@@ -123,7 +123,7 @@ impl<'a> Publish<'a> {
     ) -> Publish {
         Publish {
             body,
-            routing_key: short(routing_key).to_string(),
+            routing_key: routing_key.into(),
             mandatory: false,
             immediate: false,
             properties,

@@ -195,3 +195,4 @@ pub use stream::IoStream;
 pub use amq_protocol::protocol::basic::AMQPProperties as AmqpProperties;
 pub use amq_protocol::types::AMQPValue as AmqpValue;
 pub use amq_protocol::types::FieldTable;
+pub use amq_protocol::types::{LongString, ShortString};

@@ -1,3 +1,4 @@
+use crate::serialize::short;
 use crate::{Channel, Consumer, ConsumerOptions, Exchange, FieldTable, Get, Result};
 use amq_protocol::protocol::queue::{Declare, Delete};
 
@@ -46,16 +47,21 @@ pub struct QueueDeclareOptions {
 }
 
 impl QueueDeclareOptions {
-    pub(crate) fn into_declare(self, queue: String, passive: bool, nowait: bool) -> Declare {
-        Declare {
-            queue: queue.into(),
+    pub(crate) fn into_declare(
+        self,
+        queue: String,
+        passive: bool,
+        nowait: bool,
+    ) -> Result<Declare> {
+        Ok(Declare {
+            queue: short(queue)?,
             passive,
             durable: self.durable,
             exclusive: self.exclusive,
             auto_delete: self.auto_delete,
             nowait,
             arguments: self.arguments,
-        }
+        })
     }
 }
 
@@ -73,13 +79,13 @@ pub struct QueueDeleteOptions {
 }
 
 impl QueueDeleteOptions {
-    pub(crate) fn into_delete(self, queue: String, nowait: bool) -> Delete {
-        Delete {
-            queue: queue.into(),
+    pub(crate) fn into_delete(self, queue: String, nowait: bool) -> Result<Delete> {
+        Ok(Delete {
+            queue: short(queue)?,
             if_unused: self.if_unused,
             if_empty: self.if_empty,
             nowait,
-        }
+        })
     }
 }
 

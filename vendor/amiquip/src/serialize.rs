@@ -12,9 +12,12 @@ use amq_protocol::protocol::AMQPClass;
 use cookie_factory::SerializeFn;
 use std::ops::{Index, RangeFrom};
 
-/// A short string of the codec from anything amiquip's API takes as a string.
-pub(crate) fn short<S: Into<String>>(s: S) -> amq_protocol::types::ShortString {
-    amq_protocol::types::ShortString::from(s.into())
+/// A short string of the codec from anything amiquip's API takes as a string: at most 255
+/// bytes, or an error (the codec's own conversion panics on a longer one).
+pub(crate) fn short<S: Into<String>>(s: S) -> Result<amq_protocol::types::ShortString> {
+    let s = s.into();
+    let length = s.len();
+    amq_protocol::types::ShortString::try_new(s).map_err(|_| Error::ShortStringTooLong { length })
 }
 
 pub trait TryFromAmqpClass: Sized {
@@ -434,6 +437,18 @@ mod tests {
             parse(&buf.0[header_len..]),
             AMQPFrame::Body(7, b"hello".to_vec())
         );
+    }
+
+    #[test]
+    fn a_short_string_over_255_bytes_is_an_error_not_a_panic() {
+        assert_eq!(
+            short("x".repeat(255)).map(|s| s.as_str().len()).ok(),
+            Some(255)
+        );
+        assert!(matches!(
+            short("x".repeat(256)),
+            Err(Error::ShortStringTooLong { length: 256 })
+        ));
     }
 
     #[test]

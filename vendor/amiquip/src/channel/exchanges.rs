@@ -15,7 +15,7 @@ impl Channel {
     ) -> Result<Exchange> {
         let exchange = exchange.into();
         let declare =
-            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), false, false));
+            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), false, false)?);
         self.call::<_, ExchangeDeclareOk>(declare)
             .map(|_ok| Exchange::new(self, exchange))
     }
@@ -32,7 +32,7 @@ impl Channel {
     ) -> Result<Exchange> {
         let exchange = exchange.into();
         let declare =
-            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), false, true));
+            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), false, true)?);
         self.call_nowait(declare)
             .map(|()| Exchange::new(self, exchange))
     }
@@ -51,7 +51,7 @@ impl Channel {
             arguments: FieldTable::default(),
         };
         let declare =
-            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), true, false));
+            AmqpExchange::Declare(options.into_declare(type_, exchange.clone(), true, false)?);
         self.call::<_, ExchangeDeclareOk>(declare)
             .map(|_ok| Exchange::new(self, exchange))
     }
@@ -74,9 +74,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpExchange::Bind(ExchangeBind {
-            destination: short(destination),
-            source: short(source),
-            routing_key: short(routing_key),
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
             nowait: false,
             arguments,
         });
@@ -101,9 +101,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let bind = AmqpExchange::Bind(ExchangeBind {
-            destination: short(destination),
-            source: short(source),
-            routing_key: short(routing_key),
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
             nowait: true,
             arguments,
         });
@@ -128,9 +128,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpExchange::Unbind(ExchangeUnbind {
-            destination: short(destination),
-            source: short(source),
-            routing_key: short(routing_key),
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
             nowait: false,
             arguments,
         });
@@ -157,9 +157,9 @@ impl Channel {
         arguments: FieldTable,
     ) -> Result<()> {
         let unbind = AmqpExchange::Unbind(ExchangeUnbind {
-            destination: short(destination),
-            source: short(source),
-            routing_key: short(routing_key),
+            destination: short(destination)?,
+            source: short(source)?,
+            routing_key: short(routing_key)?,
             nowait: true,
             arguments,
         });
@@ -174,7 +174,7 @@ impl Channel {
     /// `if_unused` was true and it has queue bindings), it will close this channel.
     pub fn exchange_delete<S: Into<String>>(&self, exchange: S, if_unused: bool) -> Result<()> {
         let delete = AmqpExchange::Delete(ExchangeDelete {
-            exchange: short(exchange),
+            exchange: short(exchange)?,
             if_unused,
             nowait: false,
         });
@@ -193,7 +193,7 @@ impl Channel {
         if_unused: bool,
     ) -> Result<()> {
         let delete = AmqpExchange::Delete(ExchangeDelete {
-            exchange: short(exchange),
+            exchange: short(exchange)?,
             if_unused,
             nowait: true,
         });

@@ -126,6 +126,16 @@ impl ConnectionState {
         reply_text: String,
     ) -> Result<()> {
         error!("{} - closing connection", reply_text);
+        // A short string: at most 255 bytes, cut at a character boundary (the text may hold a
+        // whole frame's debug output).
+        let mut reply_text = reply_text;
+        if reply_text.len() > 255 {
+            let mut end = 255;
+            while !reply_text.is_char_boundary(end) {
+                end -= 1;
+            }
+            reply_text.truncate(end);
+        }
         let close = ConnectionClose {
             reply_code: reply_code.get_id(),
             reply_text: reply_text.into(),

@@ -57,7 +57,7 @@ impl<Auth: Sasl> HandshakeState<Auth> {
                 debug!("sending handshake {:?}", tune_ok);
                 inner.push_method(0, AmqpConnection::TuneOk(tune_ok.clone()));
 
-                let open = options.make_open();
+                let open = options.make_open()?;
                 debug!("sending handshake {:?}", open);
                 inner.push_method(0, AmqpConnection::Open(open));
 
