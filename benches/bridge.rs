@@ -12,6 +12,8 @@ mod memory;
 mod readers;
 #[path = "bridge/scale.rs"]
 mod scale;
+#[path = "bridge/wire.rs"]
+mod wire;
 
 use amiquip::{ConsumerMessage, ConsumerOptions};
 use eventsourced::config::{self, Search};
@@ -229,34 +231,148 @@ fn fill(amqp: &Amqp, queue: &str, count: usize) {
     while (amqp.ready(queue) as usize) < count && Instant::now() < end {
         thread::sleep(Duration::from_millis(20));
     }
+    broker_quiet();
+}
+
+/// Waits (at most 30 s) until the broker is done with what it was given: less than 5 % of a
+/// core over a tenth of a second. Right after a fill it is still busy for a while (writing the
+/// messages out), and a reader started then shares its cores with that work.
+fn broker_quiet() {
+    let Some(pid) = broker_pid() else {
+        return;
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        let before = process_cpu(pid);
+        thread::sleep(Duration::from_millis(100));
+        if process_cpu(pid) - before < 0.005 {
+            return;
+        }
+    }
 }
 
 /// The QoS the server uses on a stream, so the raw consumer gets the same: computed by the
 /// server's own code from the same settings (the defaults, and `EVENTSOURCED_QUEUE_*` from the
 /// environment, which the server inherits).
 fn qos() -> u16 {
+    StreamSettings::from(&settings()).qos()
+}
+
+/// The server's settings from a config file without values, and the environment.
+fn settings() -> config::Config {
     let dir = TempDir::new("bench-config");
     let file = dir.path.join("config.yml");
     std::fs::write(&file, "{}\n").expect("write the bench config");
-    let config = config::load(Search::File(file)).expect("the server's settings");
-    StreamSettings::from(&config).qos()
+    config::load(Search::File(file)).expect("the server's settings")
+}
+
+/// The broker's CPU seconds so far (0 when its process is not known).
+fn broker_cpu() -> f64 {
+    broker_pid().map_or(0.0, process_cpu)
+}
+
+/// Runs `read` on a queue of `count` messages filled just before: the rate it returns, and
+/// the broker's CPU per message meanwhile, in µs.
+fn measured(amqp: &Amqp, name: &str, count: usize, read: impl FnOnce(&str) -> f64) -> (f64, f64) {
+    // Each queue is filled right before it is read, and read once the broker is idle, so that
+    // every reader finds the broker in the same state.
+    let queue = unique(name);
+    fill(amqp, &queue, count);
+    let cpu = broker_cpu();
+    let rate = read(&queue);
+    (rate, 1e6 * (broker_cpu() - cpu) / count as f64)
 }
 
 fn throughput(count: usize) -> Vec<Row> {
     let amqp = Amqp::connect();
-    let (through_bridge, raw) = (unique("bench-bridge"), unique("bench-raw"));
-    fill(&amqp, &through_bridge, count);
-    fill(&amqp, &raw, count);
+    // The baselines: the broker's limit, a bare socket reader asking for no acks; an amiquip
+    // consumer asking for none; and one with the stream's QoS, acking every batch with
+    // `multiple`.
+    let (bare, bare_broker) = measured(&amqp, "bench-bare", count, |queue| {
+        wire::no_ack_rate(queue, count).expect("the bare consumer")
+    });
+    let (library, _) = measured(&amqp, "bench-no-ack", count, |queue| {
+        raw_consume(queue, count, Acks::None).0
+    });
+    let mut raw_cpu = 0.0;
+    let (acking, acking_broker) = measured(&amqp, "bench-raw", count, |queue| {
+        let (rate, cpu) = raw_consume(queue, count, Acks::Batches { keep: 0 });
+        raw_cpu = cpu;
+        rate
+    });
+    // What the broker allows a reader that keeps a replay window unacked, as a stream does.
+    let window = StreamSettings::from(&settings()).window.messages;
+    let (keeping, keeping_broker) = measured(&amqp, "bench-keep", count, |queue| {
+        raw_consume(queue, count, Acks::Batches { keep: window }).0
+    });
 
-    // The baseline: an amiquip consumer with the same QoS, acking every batch with `multiple`.
+    let server = Server::start(&[]).ready();
+    let (mut client_cpu, mut server_cpu, mut io_cpu, mut got) = (0.0, 0.0, 0.0, 0);
+    let (rate, stream_broker) = measured(&amqp, "bench-bridge", count, |queue| {
+        let cpu = own_cpu();
+        let server_before = process_cpu(server.pid());
+        // amiquip's I/O threads parse every frame: their CPU is the AMQP codec's cost,
+        // whatever the batches the stream writes.
+        let io_before = threads_cpu(server.pid(), "amiquip-io");
+        let began = Instant::now();
+        let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+        while got < count && began.elapsed() < Duration::from_secs(120) {
+            match stream.next_event_within(Duration::from_secs(10)) {
+                Ok(Some(_)) => got += 1,
+                _ => break,
+            }
+        }
+        let seconds = began.elapsed().as_secs_f64();
+        client_cpu = 100.0 * (own_cpu() - cpu) / seconds;
+        server_cpu = process_cpu(server.pid()) - server_before;
+        io_cpu = threads_cpu(server.pid(), "amiquip-io") - io_before;
+        got as f64 / seconds
+    });
+    let per_message = |seconds: f64| 1e6 * seconds / got.max(1) as f64;
+    vec![row(
+        &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
+        format!("{rate:.0}"),
+        &format!(
+            "{bare:.0} (bare socket reader, no acks); raw amiquip consumers: {library:.0} with no acks, {acking:.0} acking each batch, {keeping:.0} acking but the newest {window} (QoS {})",
+            qos()
+        ),
+        format!(
+            "ratio {:.2} to the bare reader (target ≥ 0.9 static, 0.95 glibc), {:.2} to the raw consumer keeping {window}; broker CPU {stream_broker:.1} µs/msg (bare reader {bare_broker:.1}, acking each batch {acking_broker:.1}, keeping {window} {keeping_broker:.1}); server CPU {:.2} µs/msg, of it the AMQP I/O thread {:.2}; load client CPU {client_cpu:.0} % of the run (raw consumer {:.0} %)",
+            rate / bare,
+            rate / keeping,
+            per_message(server_cpu),
+            per_message(io_cpu),
+            100.0 * raw_cpu / (count as f64 / acking)
+        ),
+    )]
+}
+
+/// How a raw consumer acks.
+#[derive(Clone, Copy, PartialEq)]
+enum Acks {
+    /// `no_ack`: the broker sends as fast as it can, and forgets.
+    None,
+    /// With the stream's QoS, one `multiple` ack for what arrived together, keeping the newest
+    /// `n` unacked, as a stream's replay window does (0: all acked).
+    Batches { keep: usize },
+}
+
+/// Reads `count` messages of `queue` with a raw amiquip consumer: its rate, and the CPU seconds
+/// this process spent.
+fn raw_consume(queue: &str, count: usize, acks: Acks) -> (f64, f64) {
     let cpu = own_cpu();
     let began = Instant::now();
     let mut connection = support::amqp_connection();
     let channel = connection.open_channel(None).expect("channel");
-    channel.qos(0, qos(), false).expect("qos");
-    let consumer = channel
-        .basic_consume(raw.as_str(), ConsumerOptions::default())
-        .expect("consume");
+    let options = ConsumerOptions {
+        no_ack: acks == Acks::None,
+        ..ConsumerOptions::default()
+    };
+    if acks != Acks::None {
+        channel.qos(0, qos(), false).expect("qos");
+    }
+    let consumer = channel.basic_consume(queue, options).expect("consume");
+    let mut held = std::collections::VecDeque::new();
     let mut received = 0;
     while received < count && began.elapsed() < Duration::from_secs(120) {
         let Ok(ConsumerMessage::Delivery(first)) =
@@ -264,53 +380,30 @@ fn throughput(count: usize) -> Vec<Row> {
         else {
             break;
         };
-        let mut last = first;
+        held.push_back(first.delivery_tag());
         received += 1;
         while let Ok(ConsumerMessage::Delivery(d)) = consumer.receiver().try_recv() {
-            last = d;
+            held.push_back(d.delivery_tag());
             received += 1;
         }
-        let _ = consumer.ack_multiple(*last);
+        let Acks::Batches { keep } = acks else {
+            held.clear();
+            continue;
+        };
+        let mut newest = None;
+        while held.len() > keep {
+            newest = held.pop_front();
+        }
+        if let Some(tag) = newest {
+            let _ = consumer.ack_tag(tag, true);
+        }
     }
-    let raw_rate = received as f64 / began.elapsed().as_secs_f64();
-    let raw_cpu = own_cpu() - cpu;
+    let rate = received as f64 / began.elapsed().as_secs_f64();
+    let spent = own_cpu() - cpu;
     drop(consumer);
     let _ = channel.close();
     let _ = connection.close();
-
-    let server = Server::start(&[]).ready();
-    let cpu = own_cpu();
-    let server_cpu = process_cpu(server.pid());
-    // amiquip's I/O threads parse every frame: their CPU is the AMQP codec's cost, whatever
-    // the batches the stream writes.
-    let io_cpu = threads_cpu(server.pid(), "amiquip-io");
-    let began = Instant::now();
-    let mut stream = Stream::open(server.addr, &format!("/?id={through_bridge}"), &[]);
-    let mut got = 0;
-    while got < count && began.elapsed() < Duration::from_secs(120) {
-        match stream.next_event_within(Duration::from_secs(10)) {
-            Ok(Some(_)) => got += 1,
-            _ => break,
-        }
-    }
-    let seconds = began.elapsed().as_secs_f64();
-    let rate = got as f64 / seconds;
-    let client_cpu = own_cpu() - cpu;
-    let server_cpu = process_cpu(server.pid()) - server_cpu;
-    let io_cpu = threads_cpu(server.pid(), "amiquip-io") - io_cpu;
-    vec![row(
-        &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
-        format!("{rate:.0}"),
-        &format!("{raw_rate:.0} (raw amiquip consumer, QoS {})", qos()),
-        format!(
-            "ratio {:.2}; server CPU {:.2} µs/msg, of it the AMQP I/O thread {:.2}; load client CPU {:.0} % of the run (raw consumer {:.0} %); target ≥ 0.9",
-            rate / raw_rate,
-            1e6 * server_cpu / got.max(1) as f64,
-            1e6 * io_cpu / got.max(1) as f64,
-            100.0 * client_cpu / seconds,
-            100.0 * raw_cpu / (count as f64 / raw_rate)
-        ),
-    )]
+    (rate, spent)
 }
 
 /// Publishes at `rate` per second for `span`, each message carrying its send time, and measures

@@ -184,8 +184,9 @@ pub(super) fn go_set_up(count: usize, binary: &str) -> Row {
         format!("{wall:.1} s{}", if all { "" } else { " (not all)" }),
         "",
         format!(
-            "{streaming} of {count} streaming; CPU per stream set-up {:.2} ms; {} MiB RSS \
-             ({:.1} KiB a stream); {} broker connections",
+            "{streaming} of {count} streaming; CPU per stream it served {:.2} ms ({:.2} ms per \
+             request); {} MiB RSS ({:.1} KiB a stream); {} broker connections",
+            cpu * 1000.0 / streaming.max(1) as f64,
             cpu * 1000.0 / count as f64,
             rss / 1024,
             rss as f64 / streaming.max(1) as f64,
