@@ -226,8 +226,19 @@ impl Broker {
         }
     }
 
-    /// A new channel on the next connection in turn.
+    /// A new channel on the next connection in turn, opened with the broker.
     pub fn open_channel(&self) -> Result<Lease, BrokerError> {
+        self.open(Open::Answered)
+    }
+
+    /// A new channel as `open_channel` gives, whose open is not waited for: the broker's
+    /// answer comes before that of the channel's first call that waits, which fails if the
+    /// open did. A stream's set-up makes its calls in one round trip so.
+    pub fn open_channel_deferred(&self) -> Result<Lease, BrokerError> {
+        self.open(Open::Deferred)
+    }
+
+    fn open(&self, open: Open) -> Result<Lease, BrokerError> {
         let links: Vec<(Arc<Node>, Arc<Link>)> = self
             .nodes
             .iter()
@@ -247,7 +258,7 @@ impl Broker {
         let mut full_node = None;
         for i in 0..links.len() {
             let (node, link) = &links[(start + i) % links.len()];
-            match link.open_channel() {
+            match link.open_channel(open) {
                 Ok(channel) => return Ok(self.lease(node, link, channel)),
                 Err(OpenError::Stalled) => {
                     silent.get_or_insert_with(|| node.url.address());
@@ -258,7 +269,7 @@ impl Broker {
             }
         }
         if let Some(node) = full_node {
-            return self.open_on_extra_link(&node);
+            return self.open_on_extra_link(&node, open);
         }
         Err(match (last_error, silent) {
             (Some(error), _) => BrokerError::Channel(error),
@@ -277,11 +288,15 @@ impl Broker {
     }
 
     /// Every connection of `node` has used its negotiated `channel_max`: open one more.
-    fn open_on_extra_link(self: &Broker, node: &Arc<Node>) -> Result<Lease, BrokerError> {
+    fn open_on_extra_link(
+        self: &Broker,
+        node: &Arc<Node>,
+        open: Open,
+    ) -> Result<Lease, BrokerError> {
         let _one_at_a_time = lock(&node.extra_dial);
         // Another request may have added a connection while this one waited.
         for link in lock(&node.links).clone() {
-            if let Ok(channel) = link.open_channel() {
+            if let Ok(channel) = link.open_channel(open) {
                 return Ok(self.lease(node, &link, channel));
             }
         }
@@ -292,7 +307,7 @@ impl Broker {
             "opened an extra connection to {} (all channels in use)",
             node.url
         );
-        let channel = link.open_channel().map_err(|e| match e {
+        let channel = link.open_channel(open).map_err(|e| match e {
             OpenError::Amqp(e) => BrokerError::Channel(node.url.scrub(&e.to_string())),
             _ => BrokerError::Unavailable,
         })?;
@@ -463,7 +478,7 @@ impl Link {
     /// calls have gone unanswered for a moment (`ANSWERING`) opens one at a time, so that only
     /// one request hangs on a broker that went silent, and the others give up when it counts
     /// as stalled and go elsewhere.
-    fn open_channel(&self) -> Result<Channel, OpenError> {
+    fn open_channel(&self, open: Open) -> Result<Channel, OpenError> {
         // (A stalled connection has been unanswered longer still: `wait_turn` refuses it.)
         let _turn = if self.calls.unanswered_for(ANSWERING) {
             Some(self.wait_turn()?)
@@ -478,9 +493,11 @@ impl Link {
                 e => OpenError::Amqp(e),
             })?
         };
-        self.calls
-            .during(|| allocated.open())
-            .map_err(OpenError::Amqp)
+        match open {
+            Open::Answered => self.calls.during(|| allocated.open()),
+            Open::Deferred => allocated.open_deferred(),
+        }
+        .map_err(OpenError::Amqp)
     }
 
     /// Waits until no other request opens a channel alone here, as long as the connection
@@ -544,6 +561,13 @@ fn detach(node: &Node, link: &Arc<Link>, metrics: &Metrics) {
     }
     // The I/O thread has ended, so this join returns at once.
     drop(lock(&link.connection).take());
+}
+
+/// Whether a channel's open waits for the broker's answer.
+#[derive(Clone, Copy)]
+enum Open {
+    Answered,
+    Deferred,
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the data (a list of

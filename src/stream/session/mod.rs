@@ -153,7 +153,8 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
     let mut lease = if single_active {
         hold(queue, context, conflict)
     } else {
-        context.broker.open_channel().map_err(|e| {
+        // Its open-ok comes with the answers of `declare`'s calls: one round trip for all.
+        context.broker.open_channel_deferred().map_err(|e| {
             warn!("stream {queue:?}: {e}");
             e.refusal()
         })
@@ -346,8 +347,9 @@ pub fn serve(mut client: Client, mut head: RequestHead, queue: &str, context: &S
     );
 }
 
-/// Declares the queue, binds it as configured (idempotent), and sets the stream's QoS;
-/// returns how many consumers the queue has.
+/// Sets the stream's QoS, declares the queue and binds it as configured (idempotent); returns
+/// how many consumers and messages the queue has. The QoS is not waited for: its answer comes
+/// with the declaration's, in one round trip (the QoS applies to consumers started after it).
 pub(super) fn declare(
     channel: &Channel,
     name: &str,
@@ -358,6 +360,9 @@ pub(super) fn declare(
         warn!("queue {name:?}: {what} failed: {e}");
         Refusal::BrokerFailed
     };
+    channel
+        .qos_deferred(settings.qos(), false)
+        .map_err(|e| broker("setting the prefetch", e))?;
     let declared = queue::declare_counting(channel, name, &settings.arguments)
         .map_err(|e| broker("declaring", e))?;
     let parts = RequestParts::of(head);
@@ -368,9 +373,6 @@ pub(super) fn declare(
             .queue_bind(name, exchange, key, FieldTable::default())
             .map_err(|e| broker("binding", e))?;
     }
-    channel
-        .qos(0, settings.qos(), false)
-        .map_err(|e| broker("setting the prefetch", e))?;
     Ok(declared)
 }
 

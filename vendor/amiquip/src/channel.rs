@@ -127,6 +127,13 @@ impl Channel {
         self.inner.borrow_mut().call_nowait(method)
     }
 
+    fn call_deferred<M: IntoAmqpClass + Debug, T: TryFromAmqpClass>(
+        &self,
+        method: M,
+    ) -> Result<()> {
+        self.inner.borrow_mut().call_deferred::<M, T>(method)
+    }
+
     /// Specify the prefetching window.
     ///
     /// If `prefetch_size` is greater than 0, instructs the server to go ahead and send messages up
@@ -154,6 +161,15 @@ impl Channel {
             global,
         }))
         .map(|_qos_ok| ())
+    }
+
+    /// [`qos`](#method.qos) without waiting for the server's answer: it is taken before the
+    /// reply of the channel's next call that waits, which fails if this did. Saves a round trip.
+    pub fn qos_deferred(&self, prefetch_count: u16, global: bool) -> Result<()> {
+        self.call_deferred::<_, QosOk>(AmqpBasic::Qos(Qos {
+            prefetch_count,
+            global,
+        }))
     }
 
     /// Ask the server to redeliver all unacknowledged messages on this channel. If `requeue` is

@@ -103,6 +103,13 @@ impl AllocatedChannel {
     pub fn open(self) -> Result<Channel> {
         Ok(Channel::new(self.0.open()?))
     }
+
+    /// Open the channel without waiting for the server's answer: it is taken before the reply
+    /// of the channel's first call that waits, which fails if the open did. Saves a round
+    /// trip; the channel must make such a call before it is used otherwise.
+    pub fn open_deferred(self) -> Result<Channel> {
+        Ok(Channel::new(self.0.open_deferred()?))
+    }
 }
 
 /// Handle for an AMQP connection.

@@ -93,6 +93,22 @@ impl AllocatedChannelHandle {
         trace!("got open-ok: {:?}", open_ok);
         Ok(ChannelHandle { handle, frame_max })
     }
+
+    /// Sends the channel's open without waiting for the server's open-ok: the channel's next
+    /// call that waits takes it first (and fails if the open did).
+    pub(crate) fn open_deferred(self) -> Result<ChannelHandle> {
+        let AllocatedChannelHandle {
+            mut handle,
+            frame_max,
+        } = self;
+        debug!(
+            "opening channel {} (open-ok taken later)",
+            handle.channel_id()
+        );
+        let open = AmqpChannel::Open(ChannelOpen {});
+        handle.call_deferred::<_, ChannelOpenOk>(open)?;
+        Ok(ChannelHandle { handle, frame_max })
+    }
 }
 
 pub(crate) struct ChannelHandle {
@@ -161,6 +177,18 @@ impl ChannelHandle {
             method
         );
         self.handle.call(method)
+    }
+
+    pub(crate) fn call_deferred<M: IntoAmqpClass + Debug, T: TryFromAmqpClass>(
+        &mut self,
+        method: M,
+    ) -> Result<()> {
+        trace!(
+            "calling rpc method on channel {}, its reply taken later: {:?}",
+            self.channel_id(),
+            method
+        );
+        self.handle.call_deferred::<M, T>(method)
     }
 
     pub(crate) fn call_nowait<M: IntoAmqpClass + Debug>(&mut self, method: M) -> Result<()> {

@@ -1,3 +1,4 @@
+use super::mailbox::TrySend;
 use crate::errors::*;
 use crate::{Confirm, ConfirmPayload, Return};
 use amq_protocol::frame::AMQPFrame;
@@ -12,7 +13,7 @@ use amq_protocol::protocol::connection::CloseOk as ConnectionCloseOk;
 use amq_protocol::protocol::exchange::AMQPMethod as AmqpExchange;
 use amq_protocol::protocol::queue::AMQPMethod as AmqpQueue;
 use amq_protocol::protocol::{AMQPClass, AMQPHardError};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use log::{debug, error, trace, warn};
 use snafu::OptionExt;
 use std::collections::hash_map::Entry;
@@ -54,7 +55,7 @@ fn slot_get_mut(inner: &mut Inner, channel_id: u16) -> Result<&mut ChannelSlot> 
         .context(ReceivedFrameWithBogusChannelIdSnafu { channel_id })
 }
 
-fn send<T: Send + Sync + 'static>(tx: &Sender<T>, item: T) -> Result<()> {
+fn send<T: Send + Sync + 'static>(tx: &impl TrySend<T>, item: T) -> Result<()> {
     // See comment in ChannelSlot::new() about the bound size of the control
     // channel. If we're sending to a consumer channel, they are not bounded
     // and will not return Full.

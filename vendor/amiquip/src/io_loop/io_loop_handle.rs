@@ -1,5 +1,8 @@
 use super::doorbell::RingingSender as MioSyncSender;
-use super::{ChannelMessage, ConnectionBlockedNotification, ConsumerMessage, IoLoopMessage};
+use super::{
+    ChannelMessage, ConnectionBlockedNotification, ConsumerMessage, IoLoopMessage, Mailbox,
+    MAX_DEFERRED,
+};
 use crate::errors::*;
 use crate::serialize::{IntoAmqpClass, OutputBuffer, TryFromAmqpClass};
 use crate::{AmqpProperties, Confirm, Error, Get, Return};
@@ -9,6 +12,7 @@ use amq_protocol::protocol::basic::Get as AmqpGet;
 use amq_protocol::protocol::connection::AMQPMethod as AmqpConnection;
 use amq_protocol::protocol::connection::Close as ConnectionClose;
 use amq_protocol::protocol::connection::CloseOk as ConnectionCloseOk;
+use amq_protocol::protocol::AMQPClass;
 use crossbeam_channel::Receiver as CrossbeamReceiver;
 use crossbeam_channel::Sender as CrossbeamSender;
 use log::error;
@@ -20,7 +24,15 @@ pub(super) struct IoLoopHandle {
     channel_id: u16,
     buf: OutputBuffer,
     tx: MioSyncSender<IoLoopMessage>,
-    rx: CrossbeamReceiver<Result<ChannelMessage>>,
+    rx: Mailbox<Result<ChannelMessage>>,
+    /// Replies to calls sent without waiting (`call_deferred`), in the order they will come:
+    /// each checks its reply's type. The next reply waited for comes after them.
+    owed: Vec<fn(AMQPClass) -> Result<()>>,
+}
+
+/// Whether `method` is the reply a deferred call expects.
+fn expect_reply<T: TryFromAmqpClass>(method: AMQPClass) -> Result<()> {
+    T::try_from(method).map(drop)
 }
 
 impl fmt::Debug for IoLoopHandle {
@@ -33,13 +45,14 @@ impl IoLoopHandle {
     pub(super) fn new(
         channel_id: u16,
         tx: MioSyncSender<IoLoopMessage>,
-        rx: CrossbeamReceiver<Result<ChannelMessage>>,
+        rx: Mailbox<Result<ChannelMessage>>,
     ) -> IoLoopHandle {
         IoLoopHandle {
             channel_id,
             buf: OutputBuffer::empty(),
             tx,
             rx,
+            owed: Vec::new(),
         }
     }
 
@@ -48,8 +61,9 @@ impl IoLoopHandle {
         self.channel_id
     }
 
+    /// What goes to the I/O thread next: the frames of deferred calls not sent yet, then
+    /// `method`.
     fn make_buf<M: IntoAmqpClass>(&mut self, method: M) -> OutputBuffer {
-        debug_assert!(self.buf.is_empty());
         self.buf.push_method(self.channel_id, method);
         self.buf.drain_into_new_buf()
     }
@@ -114,6 +128,23 @@ impl IoLoopHandle {
         }
     }
 
+    /// A call whose reply is not waited for here: its frame goes out with the next one sent,
+    /// and its reply is taken, and checked, before that of the next call that waits, so that
+    /// several calls cost one message to the I/O thread and one round trip to the server. An
+    /// error it brings (the server closed the channel) is that next call's error. Past
+    /// `MAX_DEFERRED` calls owed, it waits like `call`.
+    pub(super) fn call_deferred<M: IntoAmqpClass, T: TryFromAmqpClass>(
+        &mut self,
+        method: M,
+    ) -> Result<()> {
+        if self.owed.len() >= MAX_DEFERRED {
+            return self.call::<M, T>(method).map(drop);
+        }
+        self.buf.push_method(self.channel_id, method);
+        self.owed.push(expect_reply::<T>);
+        Ok(())
+    }
+
     pub(super) fn call_nowait<M: IntoAmqpClass>(&mut self, method: M) -> Result<()> {
         let buf = self.make_buf(method);
         self.send(IoLoopMessage::Send(buf))
@@ -125,7 +156,6 @@ impl IoLoopHandle {
         len: usize,
         properties: &AmqpProperties,
     ) -> Result<()> {
-        debug_assert!(self.buf.is_empty());
         self.buf
             .push_content_header(self.channel_id, class_id, len, properties);
         let buf = self.buf.drain_into_new_buf();
@@ -133,7 +163,6 @@ impl IoLoopHandle {
     }
 
     pub(super) fn send_content_body(&mut self, content: &[u8]) -> Result<()> {
-        debug_assert!(self.buf.is_empty());
         self.buf.push_content_body(self.channel_id, content);
         let buf = self.buf.drain_into_new_buf();
         self.send(IoLoopMessage::Send(buf))
@@ -146,6 +175,22 @@ impl IoLoopHandle {
     }
 
     fn recv(&mut self) -> Result<ChannelMessage> {
+        if !self.buf.is_empty() {
+            // Deferred calls not sent yet: their replies come first.
+            let buf = self.buf.drain_into_new_buf();
+            self.send(IoLoopMessage::Send(buf))?;
+        }
+        if !self.owed.is_empty() {
+            let owed = std::mem::take(&mut self.owed);
+            for check in owed {
+                match self.rx.recv().map_err(|_| Error::EventLoopDropped)?? {
+                    ChannelMessage::Method(method) => check(method)?,
+                    ChannelMessage::ConsumeOk(_, _) | ChannelMessage::GetOk(_) => {
+                        return FrameUnexpectedSnafu.fail()
+                    }
+                }
+            }
+        }
         self.rx.recv().map_err(|_| Error::EventLoopDropped)?
     }
 
@@ -171,7 +216,7 @@ pub(super) struct IoLoopHandle0 {
     common: IoLoopHandle,
     set_blocked_tx: MioSyncSender<CrossbeamSender<ConnectionBlockedNotification>>,
     alloc_chan_req_tx: MioSyncSender<Option<u16>>,
-    alloc_chan_rep_rx: CrossbeamReceiver<Result<IoLoopHandle>>,
+    alloc_chan_rep_rx: Mailbox<Result<IoLoopHandle>>,
 }
 
 impl fmt::Debug for IoLoopHandle0 {
@@ -185,7 +230,7 @@ impl IoLoopHandle0 {
         common: IoLoopHandle,
         set_blocked_tx: MioSyncSender<CrossbeamSender<ConnectionBlockedNotification>>,
         alloc_chan_req_tx: MioSyncSender<Option<u16>>,
-        alloc_chan_rep_rx: CrossbeamReceiver<Result<IoLoopHandle>>,
+        alloc_chan_rep_rx: Mailbox<Result<IoLoopHandle>>,
     ) -> IoLoopHandle0 {
         IoLoopHandle0 {
             common,

@@ -32,6 +32,7 @@ mod handshake_state;
 mod heartbeat_timers;
 mod inner;
 mod io_loop_handle;
+mod mailbox;
 
 pub(crate) use channel_handle::{AllocatedChannelHandle, Channel0Handle, ChannelHandle};
 use channel_slots::ChannelSlots;
@@ -42,6 +43,7 @@ use handshake_state::HandshakeState;
 use heartbeat_timers::{HeartbeatKind, HeartbeatState, HeartbeatTimers};
 use inner::Inner;
 use io_loop_handle::{IoLoopHandle, IoLoopHandle0};
+use mailbox::{Mailbox, Poster};
 
 const STREAM: Token = Token(u16::MAX as usize + 1);
 const WAKER: Token = Token(u16::MAX as usize + 2);
@@ -56,6 +58,10 @@ enum IoLoopMessage {
     SetPubConfirmHandler(Option<CrossbeamSender<Confirm>>),
 }
 
+/// Calls a channel may have sent without waiting for their replies, at most (see
+/// `IoLoopHandle::call_deferred`): each reply needs room in the channel's reply queue.
+const MAX_DEFERRED: usize = 2;
+
 enum ChannelMessage {
     Method(AMQPClass),
     ConsumeOk(String, CrossbeamReceiver<ConsumerMessage>),
@@ -64,7 +70,7 @@ enum ChannelMessage {
 
 struct ChannelSlot {
     rx: CrossbeamReceiver<IoLoopMessage>,
-    tx: CrossbeamSender<Result<ChannelMessage>>,
+    tx: Poster<Result<ChannelMessage>>,
     collector: ContentCollector,
     consumers: HashMap<String, CrossbeamSender<ConsumerMessage>>,
     return_handler: Option<CrossbeamSender<Return>>,
@@ -87,8 +93,9 @@ impl ChannelSlot {
         // quickly as something has gone wrong internally; either a channel client has
         // tried to send 2 RPC synchronous calls without waiting for the answer to the
         // first, or the server has sent us multiple messages unrelated to RPC requests.
-        // Either way, the connection is in a bad state - bail out.
-        let (tx, rx) = crossbeam_channel::bounded(2);
+        // Either way, the connection is in a bad state - bail out. Calls whose replies are
+        // taken later (`IoLoopHandle::call_deferred`) need room for theirs too.
+        let (tx, rx) = mailbox::mailbox(2 + MAX_DEFERRED);
 
         let channel_slot = ChannelSlot {
             rx: mio_rx,
@@ -110,7 +117,7 @@ struct Channel0Slot {
     set_blocked_rx: CrossbeamReceiver<CrossbeamSender<ConnectionBlockedNotification>>,
     blocked_tx: Option<CrossbeamSender<ConnectionBlockedNotification>>,
     alloc_chan_req_rx: CrossbeamReceiver<Option<u16>>,
-    alloc_chan_rep_tx: CrossbeamSender<Result<IoLoopHandle>>,
+    alloc_chan_rep_tx: Poster<Result<IoLoopHandle>>,
 }
 
 impl Channel0Slot {
@@ -118,7 +125,7 @@ impl Channel0Slot {
         let (common_slot, common_handle) = ChannelSlot::new(bell, mio_channel_bound, 0);
         let (alloc_chan_req_tx, alloc_chan_req_rx) = bell.channel(1, ALLOC_CHANNEL);
         let (set_blocked_tx, set_blocked_rx) = bell.channel(1, SET_BLOCKED_TX);
-        let (alloc_chan_rep_tx, alloc_chan_rep_rx) = crossbeam_channel::bounded(1);
+        let (alloc_chan_rep_tx, alloc_chan_rep_rx) = mailbox::mailbox(1);
 
         let slot = Channel0Slot {
             common: common_slot,
