@@ -88,13 +88,17 @@ fn main() {
     };
     if run("throughput") {
         if compared.len() > 1 {
-            // One stream's rate swings between runs (the same build gives twice the rate in
-            // one run as in the next), so the builds take turns, three runs each.
+            // The builds take turns, three runs each, so that drift in the broker's rate
+            // falls on both.
             for _ in 0..3 {
-                each_build(&mut rows, &|| throughput(100_000));
+                each_build(&mut rows, &|| throughput(100_000, "release"));
             }
         } else {
-            rows.extend(throughput(100_000));
+            for (label, binary) in &builds {
+                use_build(binary);
+                rows.extend(throughput(100_000, label));
+            }
+            use_build(&None);
         }
     }
     if run("latency") {
@@ -283,7 +287,7 @@ fn measured(amqp: &Amqp, name: &str, count: usize, read: impl FnOnce(&str) -> f6
     (rate, 1e6 * (broker_cpu() - cpu) / count as f64)
 }
 
-fn throughput(count: usize) -> Vec<Row> {
+fn throughput(count: usize, build: &str) -> Vec<Row> {
     let amqp = Amqp::connect();
     // The baselines: the broker's limit, a bare socket reader asking for no acks; an amiquip
     // consumer asking for none; and one with the stream's QoS, acking every batch with
@@ -330,7 +334,7 @@ fn throughput(count: usize) -> Vec<Row> {
     });
     let per_message = |seconds: f64| 1e6 * seconds / got.max(1) as f64;
     vec![row(
-        &format!("one stream, pre-filled queue of {count} × 100 B: msg/s"),
+        &format!("{build}: one stream, pre-filled queue of {count} × 100 B: msg/s"),
         format!("{rate:.0}"),
         &format!(
             "{bare:.0} (bare socket reader, no acks); raw amiquip consumers: {library:.0} with no acks, {acking:.0} acking each batch, {keeping:.0} acking but the newest {window} (QoS {})",
