@@ -472,9 +472,10 @@ enum OpenError {
 }
 
 impl Link {
-    /// A channel of this connection. The channel id is taken under the connection's lock, on
-    /// amiquip's I/O thread, which answers at once; the round trip to the broker is outside
-    /// it, so that a burst of streams opens its channels side by side. A connection whose
+    /// A channel of this connection. The channel id is taken under the connection's lock (by
+    /// amiquip's I/O thread, which answers at once; for a deferred open, here, without asking
+    /// it); the round trip to the broker is outside it, so that a burst of streams opens its
+    /// channels side by side. A connection whose
     /// calls have gone unanswered for a moment (`ANSWERING`) opens one at a time, so that only
     /// one request hangs on a broker that went silent, and the others give up when it counts
     /// as stalled and go elsewhere.
@@ -488,7 +489,13 @@ impl Link {
         let allocated = {
             let mut connection = lock(&self.connection);
             let connection = connection.as_mut().ok_or(OpenError::Gone)?;
-            connection.allocate_channel(None).map_err(|e| match e {
+            match open {
+                Open::Answered => connection.allocate_channel(None),
+                // Without waiting for amiquip's I/O thread: the lock is held only for the
+                // moment an id is taken.
+                Open::Deferred => connection.allocate_channel_now(),
+            }
+            .map_err(|e| match e {
                 amiquip::Error::ExhaustedChannelIds => OpenError::Exhausted,
                 e => OpenError::Amqp(e),
             })?

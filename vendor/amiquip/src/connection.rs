@@ -238,6 +238,16 @@ impl Connection {
     /// Take a channel id on this connection without opening the channel with the server yet:
     /// [`AllocatedChannel::open`] does the round trip, and needs no borrow of the connection,
     /// so that several channels of one connection can be opened at once.
+    /// A free channel id, as `allocate_channel(None)` takes, without waiting for the I/O
+    /// thread: the id is taken and the channel's slot made here, and the thread puts it in
+    /// place before it reads anything the channel sends. Do not mix it with channel ids of
+    /// your own choosing on one connection: a chosen id is not known here, and a channel
+    /// given it again fails.
+    pub fn allocate_channel_now(&mut self) -> Result<AllocatedChannel> {
+        let handle = self.channel0.allocate_channel_now()?;
+        Ok(AllocatedChannel(handle))
+    }
+
     pub fn allocate_channel(&mut self, channel_id: Option<u16>) -> Result<AllocatedChannel> {
         let handle = self.channel0.allocate_channel(channel_id)?;
         Ok(AllocatedChannel(handle))

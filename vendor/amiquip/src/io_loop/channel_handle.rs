@@ -61,6 +61,16 @@ impl Channel0Handle {
         self.allocate_channel(channel_id)?.open()
     }
 
+    /// A channel id taken without a round trip to the I/O thread (see
+    /// `IoLoopHandle0::allocate_channel_now`).
+    pub(crate) fn allocate_channel_now(&mut self) -> Result<AllocatedChannelHandle> {
+        let handle = self.handle.allocate_channel_now()?;
+        Ok(AllocatedChannelHandle {
+            handle,
+            frame_max: self.frame_max,
+        })
+    }
+
     pub(crate) fn allocate_channel(
         &mut self,
         channel_id: Option<u16>,

@@ -195,7 +195,16 @@ impl Inner {
     pub(super) fn allocate_channel(&mut self, ch0_slot: &Channel0Slot) -> Result<()> {
         loop {
             let new_channel_id = match ch0_slot.alloc_chan_req_rx.try_recv() {
-                Ok(new_channel_id) => new_channel_id,
+                Ok(AllocRequest::Id(new_channel_id)) => new_channel_id,
+                Ok(AllocRequest::Taken(channel_id, slot)) => {
+                    // The id came from this connection's free ids, so it is free here, unless
+                    // a channel was opened with an id of the caller's choosing. Then the slot
+                    // is dropped and the new channel's calls fail.
+                    if let Err(e) = self.chan_slots.insert_taken(channel_id, *slot) {
+                        error!("channel {channel_id} taken outside the I/O thread: {e}");
+                    }
+                    continue;
+                }
                 Err(TryRecvError::Empty) => return Ok(()),
                 Err(TryRecvError::Disconnected) => return EventLoopClientDroppedSnafu.fail(),
             };

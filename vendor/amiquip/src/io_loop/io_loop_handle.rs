@@ -1,7 +1,7 @@
 use super::doorbell::RingingSender as MioSyncSender;
 use super::{
-    ChannelMessage, ConnectionBlockedNotification, ConsumerMessage, IoLoopMessage, Mailbox,
-    MAX_DEFERRED,
+    AllocRequest, ChannelMaker, ChannelMessage, ChannelSlot, ConnectionBlockedNotification,
+    ConsumerMessage, IoLoopMessage, Mailbox, MAX_DEFERRED,
 };
 use crate::errors::*;
 use crate::serialize::{IntoAmqpClass, OutputBuffer, TryFromAmqpClass};
@@ -215,8 +215,9 @@ impl IoLoopHandle {
 pub(super) struct IoLoopHandle0 {
     common: IoLoopHandle,
     set_blocked_tx: MioSyncSender<CrossbeamSender<ConnectionBlockedNotification>>,
-    alloc_chan_req_tx: MioSyncSender<Option<u16>>,
+    alloc_chan_req_tx: MioSyncSender<AllocRequest>,
     alloc_chan_rep_rx: Mailbox<Result<IoLoopHandle>>,
+    maker: ChannelMaker,
 }
 
 impl fmt::Debug for IoLoopHandle0 {
@@ -229,20 +230,38 @@ impl IoLoopHandle0 {
     pub(super) fn new(
         common: IoLoopHandle,
         set_blocked_tx: MioSyncSender<CrossbeamSender<ConnectionBlockedNotification>>,
-        alloc_chan_req_tx: MioSyncSender<Option<u16>>,
+        alloc_chan_req_tx: MioSyncSender<AllocRequest>,
         alloc_chan_rep_rx: Mailbox<Result<IoLoopHandle>>,
+        maker: ChannelMaker,
     ) -> IoLoopHandle0 {
         IoLoopHandle0 {
             common,
             set_blocked_tx,
             alloc_chan_req_tx,
             alloc_chan_rep_rx,
+            maker,
         }
+    }
+
+    /// A new channel's handle without waiting for the I/O thread: the id is taken here, the
+    /// slot made here and sent to the thread, which puts it in place before it reads anything
+    /// the channel sends.
+    pub(super) fn allocate_channel_now(&mut self) -> Result<IoLoopHandle> {
+        let maker = &self.maker;
+        let channel_id = maker
+            .ids
+            .take(|_| false)
+            .ok_or(Error::ExhaustedChannelIds)?;
+        let (slot, handle) = ChannelSlot::new(&maker.bell, maker.mio_channel_bound, channel_id);
+        self.alloc_chan_req_tx
+            .send(AllocRequest::Taken(channel_id, Box::new(slot)))
+            .map_err(|_| self.common.check_recv_for_error())?;
+        Ok(handle)
     }
 
     pub(super) fn allocate_channel(&mut self, channel_id: Option<u16>) -> Result<IoLoopHandle> {
         self.alloc_chan_req_tx
-            .send(channel_id)
+            .send(AllocRequest::Id(channel_id))
             .map_err(|_| self.common.check_recv_for_error())?;
         self.alloc_chan_rep_rx
             .recv()

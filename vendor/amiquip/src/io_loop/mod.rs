@@ -20,6 +20,7 @@ use snafu::ResultExt;
 use std::collections::hash_map::HashMap;
 use std::collections::BTreeSet;
 use std::io;
+use std::sync::Arc;
 use std::thread::{Builder, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ mod io_loop_handle;
 mod mailbox;
 
 pub(crate) use channel_handle::{AllocatedChannelHandle, Channel0Handle, ChannelHandle};
-use channel_slots::ChannelSlots;
+use channel_slots::{ChannelIds, ChannelSlots};
 use connection_state::ConnectionState;
 use content_collector::ContentCollector;
 use doorbell::Doorbell;
@@ -112,18 +113,37 @@ impl ChannelSlot {
     }
 }
 
+/// A request for a new channel's slot on the I/O thread.
+enum AllocRequest {
+    /// Made there, for this id or any free one; its handle comes back on `alloc_chan_rep`.
+    Id(Option<u16>),
+    /// Made by the caller for an id it took from the connection's `ChannelIds`: the thread
+    /// only puts it in place, and nothing comes back. It is read before anything the new
+    /// channel sends, since the doorbell's keys are read in the order they rang.
+    Taken(u16, Box<ChannelSlot>),
+}
+
+/// Allocations in flight to the I/O thread at most: callers that take their ids themselves
+/// do not wait for it.
+const ALLOCATIONS_IN_FLIGHT: usize = 64;
+
 struct Channel0Slot {
     common: ChannelSlot,
     set_blocked_rx: CrossbeamReceiver<CrossbeamSender<ConnectionBlockedNotification>>,
     blocked_tx: Option<CrossbeamSender<ConnectionBlockedNotification>>,
-    alloc_chan_req_rx: CrossbeamReceiver<Option<u16>>,
+    alloc_chan_req_rx: CrossbeamReceiver<AllocRequest>,
     alloc_chan_rep_tx: Poster<Result<IoLoopHandle>>,
 }
 
 impl Channel0Slot {
-    fn new(bell: &Doorbell, mio_channel_bound: usize) -> (Channel0Slot, IoLoopHandle0) {
+    fn new(
+        bell: &Doorbell,
+        mio_channel_bound: usize,
+        ids: Arc<ChannelIds>,
+    ) -> (Channel0Slot, IoLoopHandle0) {
         let (common_slot, common_handle) = ChannelSlot::new(bell, mio_channel_bound, 0);
-        let (alloc_chan_req_tx, alloc_chan_req_rx) = bell.channel(1, ALLOC_CHANNEL);
+        let (alloc_chan_req_tx, alloc_chan_req_rx) =
+            bell.channel(ALLOCATIONS_IN_FLIGHT, ALLOC_CHANNEL);
         let (set_blocked_tx, set_blocked_rx) = bell.channel(1, SET_BLOCKED_TX);
         let (alloc_chan_rep_tx, alloc_chan_rep_rx) = mailbox::mailbox(1);
 
@@ -139,10 +159,22 @@ impl Channel0Slot {
             set_blocked_tx,
             alloc_chan_req_tx,
             alloc_chan_rep_rx,
+            ChannelMaker {
+                bell: bell.clone(),
+                mio_channel_bound,
+                ids,
+            },
         );
 
         (slot, handle)
     }
+}
+
+/// What a connection's handle needs to make a channel's slot itself.
+struct ChannelMaker {
+    bell: Doorbell,
+    mio_channel_bound: usize,
+    ids: Arc<ChannelIds>,
 }
 
 pub(crate) struct IoLoop {
@@ -190,8 +222,11 @@ impl IoLoop {
 
         self.connection_timeout = options.connection_timeout.take();
         let (handshake_done_tx, handshake_done_rx) = crossbeam_channel::bounded(1);
-        let (ch0_slot, ch0_handle) =
-            Channel0Slot::new(&self.inner.bell, self.inner.mio_channel_bound);
+        let (ch0_slot, ch0_handle) = Channel0Slot::new(
+            &self.inner.bell,
+            self.inner.mio_channel_bound,
+            self.inner.chan_slots.ids(),
+        );
 
         let join_handle = Builder::new()
             .name("amiquip-io".to_string())
