@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
 use support::{unique, Server, Stream};
 
 #[test]
@@ -27,4 +28,70 @@ fn a_client_that_left_silently_is_found_by_the_keepalive() {
     // The queue is free again, even for a server that refuses conflicts.
     let second = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(second.status, 200);
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn process_cpu(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+#[test]
+fn a_quiet_stream_sleeps_once_its_messages_are_older_than_the_replay_age() {
+    // Its window keeps the newest delivery whatever its age, to mark where the client is. A
+    // stream that waited for that one to age out woke at once, again and again: a core at
+    // 100 % for every stream quiet for longer than `queue.replay_age`.
+    let server = Server::start(&[("EVENTSOURCED_QUEUE_REPLAY_AGE", "1")]).ready();
+    let queue = unique("quiet");
+    let amqp = support::Amqp::connect();
+    amqp.declare(&queue);
+    amqp.publish_all(&queue, &["one".to_string(), "two".to_string()]);
+    let mut stream = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
+    for expected in ["one", "two"] {
+        let event = stream.next_event().expect("an event");
+        assert_eq!(event.data.as_deref(), Some(expected));
+    }
+    // The first is acked once it is older than the replay age; the second stays held.
+    let acked = || {
+        let metrics = server.get("/metrics", &[]);
+        String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("eventsourced_acks_total ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acked() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the older message was never acked"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (cpu, began) = (process_cpu(server.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = (process_cpu(server.pid()) - cpu) / began.elapsed().as_secs_f64();
+    assert!(
+        busy < 0.5,
+        "the server spent {:.0} % of a core on one quiet stream",
+        busy * 100.0
+    );
+    drop(stream);
 }

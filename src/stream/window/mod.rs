@@ -318,8 +318,14 @@ impl AckWindow {
         reachable < cut && (self.held[cut - 1].end > received || limit < cut)
     }
 
-    /// When the oldest held delivery reaches the age bound; `None` for never.
+    /// When the oldest held delivery reaches the age bound; `None` for never, and while the
+    /// only one held is the newest, which the window keeps whatever its age (it marks where
+    /// the client is): a stream that waited for that would wake at once, again and again.
     pub fn next_expiry(&self) -> Option<Instant> {
+        let keep = usize::from(self.bounds.messages > 0);
+        if self.held.len() <= keep {
+            return None;
+        }
         self.held
             .front()
             .and_then(|h| self.written(h).checked_add(self.bounds.age))

@@ -71,7 +71,24 @@ fn the_age_bound_acks_what_is_older_and_says_when_next() {
         window.release(LOTS, start + Duration::from_secs(10)),
         up_to(2, 2)
     );
+    // The newest is kept whatever its age: nothing is due while it is alone.
+    assert_eq!(window.next_expiry(), None);
+    window.hold(4, 40, 10, later + Duration::from_secs(1));
     assert_eq!(window.next_expiry(), Some(later + Duration::from_secs(10)));
+}
+
+#[test]
+fn a_quiet_stream_past_the_age_bound_has_nothing_due() {
+    // A stream's loop sleeps until `next_expiry`; one in the past would wake it at once,
+    // forever, once its last message is older than the bound.
+    let start = Instant::now();
+    let mut window = AckWindow::new(bounds(4096, LOTS, 120));
+    fill(&mut window, 1..=4, start);
+    let after = start + Duration::from_secs(121);
+    assert_eq!(window.release(LOTS, after), up_to(3, 3));
+    assert_eq!(window.len(), 1);
+    assert!(!window.over_bounds(after));
+    assert_eq!(window.next_expiry(), None);
 }
 
 #[test]
