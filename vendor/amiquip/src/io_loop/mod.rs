@@ -270,12 +270,13 @@ impl IoLoop {
     ) -> Result<()> {
         let (tune_ok, server_properties) =
             self.run_amqp_handshake(&mut stream, options, have_written_to_socket)?;
-        let channel_max = tune_ok.channel_max;
+        // Before the connection's handle is let go: from then on it may take channel ids
+        // itself (`allocate_channel_now`), which needs the negotiated maximum.
+        self.inner.chan_slots.set_channel_max(tune_ok.channel_max);
         match handshake_done_tx.send((tune_ok.frame_max as usize, server_properties)) {
             Ok(_) => (),
             Err(_) => return Ok(()),
         }
-        self.inner.chan_slots.set_channel_max(channel_max);
         self.run_connection(&mut stream, ch0_slot)
     }
 
