@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{unique, Amqp, Server, Stream, TempDir};
+use support::{process_cpu, unique, Amqp, Server, Stream, TempDir};
 
 /// A figure for the table: what, through the bridge, the baseline, and a note.
 struct Row {
@@ -522,26 +522,6 @@ fn many_clients(clients: usize, messages: usize) -> Row {
             clients * messages
         ),
     )
-}
-
-/// CPU seconds a process has used (user + system), from /proc.
-fn process_cpu(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 /// Seconds on the CPU of `pid`'s threads named `name` (schedstat: nanoseconds, not ticks).

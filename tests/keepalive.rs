@@ -4,7 +4,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{unique, Server, Stream};
+use support::{process_cpu, unique, Server, Stream};
 
 #[test]
 fn an_idle_stream_gets_keepalive_comments() {
@@ -28,25 +28,6 @@ fn a_client_that_left_silently_is_found_by_the_keepalive() {
     // The queue is free again, even for a server that refuses conflicts.
     let second = Stream::open(server.addr, &format!("/?id={queue}"), &[]);
     assert_eq!(second.status, 200);
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-fn process_cpu(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub use numbered::{assert_exactly_once, assert_none_missing, has_all, numbered};
 #[allow(unused_imports)]
 pub use reader::Reader;
 #[allow(unused_imports)]
+pub use server::process_cpu;
+#[allow(unused_imports)]
 pub use server::Server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
